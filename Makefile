@@ -1,0 +1,32 @@
+# Conversa — `make help` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/conversa
+# make run talks to this machine's Postgres and Redis unless you say otherwise.
+export DATABASE_URL ?= postgres://localhost:5432/conversa?sslmode=disable
+export TWILIO_API_URL ?= sandbox
+
+.PHONY: help run build test test-short lint fmt bench chaos db-reset
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build bin/conversa.
+	$(GO) build -o $(BIN) ./cmd/conversa
+
+run: build ## Run the service (migrate, HTTP on :8080, workers) with the sandbox Twilio and the offline agent.
+	./$(BIN) run
+
+test: ## Run every test against the local Postgres and Redis.
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+lint: ## gofmt and go vet.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	$(GO) vet ./...
+
+fmt: ## Format the code.
+	gofmt -w $$(git ls-files '*.go')
+
+db-reset: ## Drop and recreate the DATABASE_URL database (asks nothing: local use only).
+	./scripts/db-reset.sh

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"golang.org/x/term"
+
+	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/migrations"
+	"github.com/conversa/conversa/store"
+	"github.com/conversa/conversa/webhook"
+)
+
+// Worker pool sizes. A turn waits on an LLM, a send on Twilio: both are I/O.
+const (
+	replyWorkers = 20
+	sendWorkers  = 40
+)
+
+type runCmd struct{}
+type serveCmd struct{}
+type workCmd struct{}
+
+// Run migrates, then serves HTTP and works jobs in one process.
+func (runCmd) Run(ctx context.Context, a *app) error {
+	return a.serve(ctx, true, true, true)
+}
+
+// Run serves HTTP only; it inserts jobs and works none.
+func (serveCmd) Run(ctx context.Context, a *app) error {
+	return a.serve(ctx, false, true, false)
+}
+
+// Run works jobs only, with health and metrics on WORKER_HTTP_ADDR.
+func (workCmd) Run(ctx context.Context, a *app) error {
+	return a.serve(ctx, false, false, true)
+}
+
+// newLogger builds the process logger: text on a terminal, JSON otherwise.
+func (a *app) newLogger() *slog.Logger {
+	format := a.cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(a.stderr, nil))
+	}
+	return slog.New(slog.NewJSONHandler(a.stderr, nil))
+}
+
+// openPool connects to DATABASE_URL. With create, a missing database is
+// created first (so `make run` works on a fresh machine).
+func (a *app) openPool(ctx context.Context, create bool, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	err = pool.Ping(ctx)
+	var pgErr *pgconn.PgError
+	if create && errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name
+		pool.Close()
+		if err := createDatabase(ctx, cfg.ConnConfig); err != nil {
+			return nil, err
+		}
+		return a.openPool(ctx, false, maxConns)
+	}
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return pool, nil
+}
+
+// createDatabase creates the database cfg names, connecting to "postgres".
+func createDatabase(ctx context.Context, cfg *pgx.ConnConfig) error {
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", cfg.Database, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cfg.Database}.Sanitize())
+	var pgErr *pgconn.PgError
+	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") { // duplicate_database: a racing creator won
+		return fmt.Errorf("create database %s: %w", cfg.Database, err)
+	}
+	return nil
+}
+
+// openRedis returns a Redis client, or nil when REDIS_URL is empty. A Redis
+// that is down is not an error: everything works from Postgres without it.
+func (a *app) openRedis() (*redis.Client, error) {
+	if a.cfg.RedisURL == "" {
+		return nil, nil
+	}
+	opts, err := redis.ParseURL(a.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.MaxRetries = 1
+	return redis.NewClient(opts), nil
+}
+
+// riverConfig is River tuned for Conversa (see README, "Latency and recovery").
+func riverConfig(logger *slog.Logger, workers *river.Workers) *river.Config {
+	cfg := &river.Config{
+		Logger: logger.With("component", "river"),
+		// ScheduledAt within the debounce range stays "available", so a turn
+		// starts when its quiet window ends instead of on the 5 s scheduler.
+		Middleware: []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		// A crashed process's jobs are rescued after 20 s; the rescuer runs
+		// every 30 s, so interrupted work resumes within about a minute.
+		// JobTimeout stays below it, and TWILIO_TIMEOUT below JobTimeout.
+		JobTimeout:           15 * time.Second,
+		RescueStuckJobsAfter: 20 * time.Second,
+	}
+	if workers != nil {
+		cfg.Workers = workers
+		cfg.Queues = map[string]river.QueueConfig{
+			jobs.QueueReply: {MaxWorkers: replyWorkers, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 200 * time.Millisecond},
+			jobs.QueueSend:  {MaxWorkers: sendWorkers, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 200 * time.Millisecond},
+		}
+	}
+	return cfg
+}
+
+// serve runs the long-lived process: HTTP edge and/or River workers.
+func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
+	logger := a.newLogger()
+	if a.cfg.SecretKeyDefault {
+		logger.Warn("SECRET_KEY is not set: Twilio auth tokens are sealed with the public development key. Set SECRET_KEY (32 bytes, hex or base64) before storing real credentials.")
+	}
+	if a.cfg.AdminTokenGenerated && httpEdge {
+		// Printed to the terminal, not logged: logs never carry secrets.
+		fmt.Fprintf(a.stdout, "ADMIN_TOKEN was not set; this run's admin token is: %s\n", a.cfg.AdminToken)
+	}
+	pool, err := a.openPool(ctx, migrate, replyWorkers+sendWorkers+20)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if migrate {
+		if _, err := migrations.Migrate(ctx, pool, false); err != nil {
+			return err
+		}
+	}
+	rdb, err := a.openRedis()
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+	}
+	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
+	if err != nil {
+		return err
+	}
+
+	var workers *river.Workers
+	if work {
+		workers = river.NewWorkers()
+		err := jobs.AddWorkers(workers, jobs.Deps{
+			DB:            pool,
+			Logger:        logger,
+			Redis:         rdb,
+			PublicBaseURL: a.cfg.PublicBaseURL,
+			Debounce:      a.cfg.Debounce,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers))
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+
+	var handler http.Handler
+	addr := a.cfg.WorkerHTTPAddr
+	if httpEdge {
+		addr = a.cfg.HTTPAddr
+		handler = webhook.NewHandler(webhook.Deps{
+			DB:            pool,
+			River:         riverClient,
+			Sealer:        sealer,
+			Logger:        logger,
+			Redis:         rdb,
+			PublicBaseURL: a.cfg.PublicBaseURL,
+			Debounce:      a.cfg.Debounce,
+		})
+	} else {
+		handler = webhook.NewHandler(webhook.Deps{DB: pool, Logger: logger, Redis: rdb})
+	}
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- srv.Serve(ln) }()
+	logger.Info("conversa started", "addr", ln.Addr().String(), "http", httpEdge, "work", work, "public_base_url", a.cfg.PublicBaseURL)
+
+	if work {
+		// River's own context is not ctx: shutdown is ordered below.
+		if err := riverClient.Start(context.WithoutCancel(ctx)); err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("start river: %w", err)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server failed", "error", err.Error())
+		}
+	}
+	return a.shutdown(logger, srv, riverClient, work)
+}
+
+// shutdown drains HTTP, then soft-stops River (running jobs finish), then
+// hard-stops it (their contexts are cancelled; River retries them later).
+func (a *app) shutdown(logger *slog.Logger, srv *http.Server, riverClient *river.Client[pgx.Tx], work bool) error {
+	logger.Info("shutting down: draining HTTP")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		logger.Warn("http drain incomplete", "error", err.Error())
+	}
+	if !work {
+		return nil
+	}
+	logger.Info("shutting down: stopping River (soft)")
+	softCtx, softCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer softCancel()
+	if err := riverClient.Stop(softCtx); err != nil {
+		logger.Warn("river soft stop timed out; cancelling running jobs", "error", err.Error())
+		hardCtx, hardCancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer hardCancel()
+		if err := riverClient.StopAndCancel(hardCtx); err != nil {
+			return fmt.Errorf("river hard stop: %w", err)
+		}
+	}
+	logger.Info("stopped")
+	return nil
+}
+

@@ -1,0 +1,43 @@
+package jobs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
+
+	"github.com/conversa/conversa/store"
+)
+
+// DB is what workers need from Postgres: queries and transactions. Workers
+// take this rather than a pool so rivertest can hand them the test's
+// transaction (Begin on a transaction opens a savepoint).
+type DB interface {
+	store.DBTX
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Deps is everything the workers depend on.
+type Deps struct {
+	DB     DB
+	Logger *slog.Logger
+	// Redis is optional (nil = no Redis): memory and pacing fall back to Postgres.
+	Redis *redis.Client
+	// PublicBaseURL builds StatusCallback URLs.
+	PublicBaseURL string
+	// Debounce is the quiet window a turn waits out.
+	Debounce time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// AddWorkers registers every Conversa worker on w.
+func AddWorkers(w *river.Workers, d Deps) error {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return nil
+}

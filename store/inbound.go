@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// Media is one attachment of an inbound message (Twilio's MediaUrlN/MediaContentTypeN).
+type Media struct {
+	URL         string `json:"url"`
+	ContentType string `json:"content_type,omitempty"`
+}
+
+// Inbound is an inbound message as the webhook decoded it.
+type Inbound struct {
+	TenantID    string
+	ChannelID   int64
+	From        string
+	WaID        string
+	ProfileName string
+	MessageSID  string
+	Body        string
+	Media       []Media
+	// OptOut is set when the body is an opt-out (true) or opt-in (false) keyword.
+	OptOut *bool
+	// Event is recorded as the message's first trace event ("webhook.received").
+	Event map[string]any
+}
+
+// InboundResult says what InsertInbound wrote.
+type InboundResult struct {
+	Duplicate          bool
+	MessageID          int64
+	ConversationID     int64
+	ContactID          int64
+	ConversationStatus string
+	OptedOut           bool
+}
+
+// InsertInbound records an inbound message in one statement: it upserts the
+// contact (identity and opt-out), finds or opens the conversation (marking it
+// as the conversation's newest inbound message), inserts the message, unique
+// on its MessageSid, and its first trace event.
+//
+// For a MessageSid already stored it returns Duplicate, and the caller must
+// roll the transaction back: the contact and conversation updates are then
+// undone too, so a redelivered webhook changes nothing.
+func InsertInbound(ctx context.Context, tx DBTX, in Inbound) (InboundResult, error) {
+	media := in.Media
+	if media == nil {
+		media = []Media{}
+	}
+	mediaJSON, err := json.Marshal(media)
+	if err != nil {
+		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+	}
+	event := in.Event
+	if event == nil {
+		event = map[string]any{}
+	}
+	eventJSON, err := json.Marshal(event)
+	if err != nil {
+		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+	}
+	var res InboundResult
+	var msgID *int64
+	// The message id is drawn first so the conversation can point at it in the
+	// same statement (a CTE cannot update a row another CTE inserted).
+	err = tx.QueryRow(ctx, `
+		WITH id AS (
+			SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS v
+		), c AS (
+			INSERT INTO contacts (tenant_id, address, wa_id, profile_name, opted_out, opted_out_at)
+			VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), COALESCE($5::boolean, false),
+			        CASE WHEN $5::boolean THEN now() END)
+			ON CONFLICT (tenant_id, address) DO UPDATE SET
+				wa_id = COALESCE(EXCLUDED.wa_id, contacts.wa_id),
+				profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+				opted_out = COALESCE($5::boolean, contacts.opted_out),
+				opted_out_at = CASE WHEN $5::boolean IS NULL THEN contacts.opted_out_at
+				                    WHEN $5::boolean THEN now() END,
+				updated_at = now()
+			RETURNING id, opted_out
+		), conv AS (
+			INSERT INTO conversations (tenant_id, channel_id, contact_id, last_inbound_at, last_inbound_message_id)
+			SELECT $1, $6, c.id, now(), id.v FROM c, id
+			ON CONFLICT (channel_id, contact_id) WHERE status <> 'closed' DO UPDATE SET
+				last_inbound_at = now(),
+				last_inbound_message_id = EXCLUDED.last_inbound_message_id,
+				version = conversations.version + 1,
+				updated_at = now()
+			RETURNING id, status
+		), m AS (
+			INSERT INTO messages (id, tenant_id, conversation_id, direction, author, body, media, status, twilio_sid, during_handoff)
+			OVERRIDING SYSTEM VALUE
+			SELECT id.v, $1, conv.id, 'inbound', 'contact', $7, $8, 'received', $9, conv.status = 'human'
+			FROM conv, id
+			ON CONFLICT (twilio_sid) DO NOTHING
+			RETURNING id
+		), e AS (
+			INSERT INTO message_events (tenant_id, message_id, kind, detail)
+			SELECT $1, m.id, 'webhook.received', $10 FROM m
+		)
+		SELECT c.id, c.opted_out, conv.id, conv.status, (SELECT m.id FROM m)
+		FROM c, conv`,
+		in.TenantID, in.From, in.WaID, in.ProfileName, in.OptOut, in.ChannelID,
+		in.Body, mediaJSON, in.MessageSID, eventJSON,
+	).Scan(&res.ContactID, &res.OptedOut, &res.ConversationID, &res.ConversationStatus, &msgID)
+	if err != nil {
+		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+	}
+	if msgID == nil {
+		return InboundResult{Duplicate: true}, nil
+	}
+	res.MessageID = *msgID
+	return res, nil
+}
+
+// InboundExists reports whether a MessageSid is already stored: a cheap check
+// that lets a redelivered webhook skip the transaction entirely.
+func InboundExists(ctx context.Context, db DBTX, messageSID string) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1)`, messageSID).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("inbound exists: %w", err)
+	}
+	return ok, nil
+}
+
+// AddEvent appends one event to a message's trace.
+func AddEvent(ctx context.Context, db DBTX, tenantID string, messageID int64, kind string, detail any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("add event: %w", err)
+	}
+	_, err = db.Exec(ctx, `INSERT INTO message_events (tenant_id, message_id, kind, detail) VALUES ($1, $2, $3, $4)`,
+		tenantID, messageID, kind, b)
+	if err != nil {
+		return fmt.Errorf("add event: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/store"
+)
+
+const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
+
+// errBadRequest and errForbidden are decoding outcomes mapped to 400 and 403.
+var (
+	errBadRequest = errors.New("bad request")
+	errForbidden  = errors.New("forbidden")
+	errTooLarge   = errors.New("request body too large")
+)
+
+// readForm reads a form-encoded Twilio webhook body of at most MaxBodyBytes.
+func readForm(c *gin.Context) (url.Values, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errTooLarge
+		}
+		return nil, fmt.Errorf("%w: read body", errBadRequest)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, fmt.Errorf("%w: body is not form-encoded", errBadRequest)
+	}
+	return form, nil
+}
+
+// clean makes outside text storable: valid UTF-8 and no NUL (Postgres text
+// accepts neither), so odd encodings never turn into a 500.
+func clean(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// decodeInbound turns a Twilio inbound form into a store.Inbound (without
+// tenant and channel, which come from To).
+func decodeInbound(form url.Values) (store.Inbound, string, string, error) {
+	sid, from, to := clean(form.Get("MessageSid")), clean(form.Get("From")), clean(form.Get("To"))
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"MessageSid", sid}, {"From", from}, {"To", to}} {
+		if strings.TrimSpace(f.v) == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return store.Inbound{}, "", "", fmt.Errorf("%w: missing %s", errBadRequest, strings.Join(missing, ", "))
+	}
+	in := store.Inbound{
+		MessageSID:  sid,
+		From:        from,
+		WaID:        clean(form.Get("WaId")),
+		ProfileName: clean(form.Get("ProfileName")),
+		Body:        clean(form.Get("Body")),
+	}
+	n, _ := strconv.Atoi(form.Get("NumMedia"))
+	for i := 0; i < n && i < 10; i++ {
+		u := clean(form.Get("MediaUrl" + strconv.Itoa(i)))
+		if u == "" {
+			continue
+		}
+		in.Media = append(in.Media, store.Media{URL: u, ContentType: clean(form.Get("MediaContentType" + strconv.Itoa(i)))})
+	}
+	in.OptOut = optKeyword(in.Body)
+	return in, to, clean(form.Get("AccountSid")), nil
+}
+
+// resolve finds the channel a webhook is for and checks its signature with the
+// auth token of the account that owns the number.
+func (s *server) resolve(ctx context.Context, r *http.Request, form url.Values, to, accountSID string) (store.Channel, error) {
+	ch, err := store.ChannelByAddress(ctx, s.DB, to)
+	if errors.Is(err, store.ErrNotFound) {
+		return ch, fmt.Errorf("%w: number not served", errForbidden)
+	}
+	if err != nil {
+		return ch, err
+	}
+	if accountSID != "" && accountSID != ch.AccountSID {
+		return ch, fmt.Errorf("%w: account does not own the number", errForbidden)
+	}
+	token, err := s.Sealer.Open(ch.AuthTokenSealed)
+	if err != nil {
+		return ch, fmt.Errorf("open auth token: %w", err)
+	}
+	if !ValidSignature(token, s.publicURL(r), form, r.Header.Get("X-Twilio-Signature")) {
+		return ch, fmt.Errorf("%w: bad signature", errForbidden)
+	}
+	return ch, nil
+}
+
+// inbound handles POST /twilio/inbound: it answers Twilio only once the
+// message and the job that will answer it are committed together.
+func (s *server) inbound(c *gin.Context) {
+	ctx := c.Request.Context()
+	form, err := readForm(c)
+	if err != nil {
+		s.webhookError(c, "inbound", err)
+		return
+	}
+	in, to, accountSID, err := decodeInbound(form)
+	if err != nil {
+		s.webhookError(c, "inbound", err)
+		return
+	}
+	ch, err := s.resolve(ctx, c.Request, form, to, accountSID)
+	if err != nil {
+		s.webhookError(c, "inbound", err)
+		return
+	}
+	in.TenantID, in.ChannelID = ch.TenantID, ch.ID
+	in.Event = map[string]any{"channel": ch.Kind, "num_media": len(in.Media)}
+
+	res, err := s.ingest(ctx, in)
+	if err != nil {
+		s.webhookError(c, "inbound", err)
+		return
+	}
+	log := s.Logger.With("tenant_id", ch.TenantID, "message_sid", in.MessageSID)
+	if res.Duplicate {
+		log.Info("inbound duplicate suppressed")
+	} else {
+		log.Info("inbound stored", "message_id", res.MessageID, "conversation_id", res.ConversationID)
+	}
+	c.Data(http.StatusOK, "text/xml; charset=utf-8", []byte(emptyTwiML))
+}
+
+// ingest is the one inbound transaction: message, contact, conversation and
+// the turn job commit together, or nothing does.
+func (s *server) ingest(ctx context.Context, in store.Inbound) (store.InboundResult, error) {
+	// A redelivery usually finds its message already committed: skip the
+	// transaction. Concurrent redeliveries fall through to the unique index.
+	if dup, err := store.InboundExists(ctx, s.DB, in.MessageSID); err != nil {
+		return store.InboundResult{}, err
+	} else if dup {
+		return store.InboundResult{Duplicate: true}, nil
+	}
+	tx, err := s.DB.Begin(ctx)
+	if err != nil {
+		return store.InboundResult{}, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	res, err := store.InsertInbound(ctx, tx, in)
+	if err != nil || res.Duplicate {
+		return res, err
+	}
+	if answerable(res, in) {
+		if err := s.insertTurn(ctx, tx, in.TenantID, res); err != nil {
+			return res, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	return res, nil
+}
+
+// answerable reports whether the bot should answer this message: not while a
+// human has the conversation, not for an opted-out contact, and not for an
+// opt-out/opt-in keyword itself.
+func answerable(res store.InboundResult, in store.Inbound) bool {
+	return res.ConversationStatus == "bot" && !res.OptedOut && in.OptOut == nil
+}
+
+// insertTurn enqueues the conversa.reply job for a new inbound message. With
+// a debounce the job becomes runnable once the conversation has been quiet for
+// Debounce; a newer message supersedes it with a turn of its own.
+func (s *server) insertTurn(ctx context.Context, tx pgx.Tx, tenantID string, res store.InboundResult) error {
+	var opts *river.InsertOpts
+	if s.Debounce > 0 {
+		opts = &river.InsertOpts{ScheduledAt: s.Now().Add(s.Debounce)}
+	}
+	_, err := s.River.InsertTx(ctx, tx, jobs.ReplyArgs{
+		TenantID:       tenantID,
+		ConversationID: res.ConversationID,
+		MessageID:      res.MessageID,
+	}, opts)
+	if err != nil {
+		return fmt.Errorf("insert reply job: %w", err)
+	}
+	return nil
+}
+
+// webhookError maps an error to the status Twilio should see. Client errors
+// are 4xx; anything else means the database could not take the message, and
+// 503 tells Twilio (or its fallback) to try again. Nothing was committed.
+func (s *server) webhookError(c *gin.Context, hook string, err error) {
+	status := http.StatusServiceUnavailable
+	switch {
+	case errors.Is(err, errTooLarge):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBadRequest):
+		status = http.StatusBadRequest
+	case errors.Is(err, errForbidden):
+		status = http.StatusForbidden
+	}
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.Logger.Log(c.Request.Context(), level, "webhook rejected", "hook", hook, "status", status, "error", err.Error())
+	c.String(status, http.StatusText(status)+"\n")
+}

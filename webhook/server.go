@@ -1,0 +1,118 @@
+package webhook
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/conversa/conversa/store"
+)
+
+// DB is the database the edge needs: queries, transactions and a ping.
+// *pgxpool.Pool satisfies it.
+type DB interface {
+	store.DBTX
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Ping(ctx context.Context) error
+}
+
+// Inserter inserts River jobs inside the caller's transaction; *river.Client
+// satisfies it (an insert-only client is enough).
+type Inserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
+
+// Deps is everything the HTTP edge depends on.
+type Deps struct {
+	DB     DB
+	River  Inserter
+	Sealer *store.Sealer
+	Logger *slog.Logger
+	// Redis is optional (nil = no Redis); /readyz reports it.
+	Redis *redis.Client
+	// PublicBaseURL is the URL Twilio calls: signatures are checked against it.
+	PublicBaseURL string
+	// Debounce is the quiet window before a turn starts (0 = at once).
+	Debounce time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// server holds the handlers' shared dependencies.
+type server struct {
+	Deps
+}
+
+// MaxBodyBytes is the largest webhook body accepted (413 beyond).
+const MaxBodyBytes = 64 << 10
+
+// NewHandler returns the HTTP handler with every route in one place.
+func NewHandler(d Deps) *gin.Engine {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
+	s := &server{Deps: d}
+
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.HandleMethodNotAllowed = true
+
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+
+	tw := r.Group("/twilio")
+	tw.POST("/inbound", s.inbound)
+
+	return r
+}
+
+// publicURL is the URL Twilio signed: PUBLIC_BASE_URL plus the request's path
+// and query. A PUBLIC_BASE_URL with a path prefix (behind a proxy that strips
+// it, or not) is honoured. The Host header is never used.
+func (s *server) publicURL(r *http.Request) string {
+	path := r.URL.Path
+	if i := strings.Index(s.PublicBaseURL, "://"); i >= 0 {
+		if j := strings.Index(s.PublicBaseURL[i+3:], "/"); j >= 0 {
+			prefix := s.PublicBaseURL[i+3+j:]
+			path = strings.TrimPrefix(path, prefix)
+		}
+	}
+	u := s.PublicBaseURL + path
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	return u
+}
+
+func (s *server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+func (s *server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	body := gin.H{"postgres": "ok", "redis": "disabled"}
+	status := http.StatusOK
+	if err := s.DB.Ping(ctx); err != nil {
+		body["postgres"] = "down"
+		status = http.StatusServiceUnavailable
+	}
+	if s.Redis != nil {
+		body["redis"] = "ok"
+		if err := s.Redis.Ping(ctx).Err(); err != nil {
+			// Redis down is degraded, not unready: everything works from Postgres.
+			body["redis"] = "down"
+		}
+	}
+	body["status"] = map[int]string{http.StatusOK: "ready", http.StatusServiceUnavailable: "unready"}[status]
+	c.JSON(status, body)
+}
