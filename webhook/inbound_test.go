@@ -1,0 +1,291 @@
+package webhook_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/webhook"
+)
+
+const baseURL = "https://conversa.example.com"
+
+// edge is the HTTP handler on the test database, with an insert-only River client.
+func edge(t *testing.T, debounce time.Duration) http.Handler {
+	t.Helper()
+	pool := testdb.Pool(t)
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Middleware: []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+	})
+	require.NoError(t, err)
+	return webhook.NewHandler(webhook.Deps{
+		DB:            pool,
+		River:         rc,
+		Sealer:        testdb.Sealer(t),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PublicBaseURL: baseURL,
+		Debounce:      debounce,
+	})
+}
+
+// inboundForm is a WhatsApp inbound message as Twilio posts it.
+func inboundForm(ten testdb.Tenant, from, body string) url.Values {
+	return url.Values{
+		"MessageSid":  {"SM" + testdb.Unique() + testdb.Unique()},
+		"AccountSid":  {ten.AccountSID},
+		"From":        {from},
+		"To":          {ten.WhatsApp},
+		"Body":        {body},
+		"NumMedia":    {"0"},
+		"ProfileName": {"Ada"},
+		"WaId":        {strings.TrimPrefix(from, "whatsapp:+")},
+	}
+}
+
+// post signs form with token like Twilio and posts it to path.
+func post(t *testing.T, h http.Handler, path, token string, form url.Values) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, baseURL+path, form))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// counts returns the messages and reply jobs stored for a tenant.
+func counts(t *testing.T, tenantID string) (messages, replyJobs int) {
+	t.Helper()
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM messages WHERE tenant_id = $1`, tenantID).Scan(&messages))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'conversa.reply' AND args->>'tenant_id' = $1`, tenantID).Scan(&replyJobs))
+	return messages, replyJobs
+}
+
+func TestInboundStoresMessageAndTurnJob(t *testing.T) {
+	t.Parallel()
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	from := "whatsapp:" + testdb.PhoneNumber()
+
+	rec := post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "hello there"))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Header().Get("Content-Type"), "text/xml")
+	require.Contains(t, rec.Body.String(), "<Response/>")
+
+	msgs, jobsN := counts(t, ten.ID)
+	require.Equal(t, 1, msgs)
+	require.Equal(t, 1, jobsN)
+
+	var state string
+	require.NoError(t, testdb.Pool(t).QueryRow(context.Background(),
+		`SELECT state FROM river_job WHERE args->>'tenant_id' = $1`, ten.ID).Scan(&state))
+	require.Equal(t, "available", state, "DEBOUNCE=0 inserts a job that runs at once")
+}
+
+func TestInboundDebouncedTurnIsAvailableNotScheduled(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t)
+	h := edge(t, 1500*time.Millisecond)
+	ten := testdb.NewTenant(t, pool, 5)
+	rec := post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), "hi"))
+	require.Equal(t, http.StatusOK, rec.Code)
+
+	var delay float64
+	var state string
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT extract(epoch FROM scheduled_at - created_at), state FROM river_job WHERE args->>'tenant_id' = $1`, ten.ID).Scan(&delay, &state))
+	require.InDelta(t, 1.5, delay, 0.5, "the turn waits out the debounce window")
+	require.Equal(t, "available", state, "not left to River's 5 s scheduler")
+}
+
+func TestInboundRedeliveryAddsNothing(t *testing.T) {
+	t.Parallel()
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	form := inboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), "same message")
+
+	// 8 concurrent redeliveries, then one more after they are done.
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = post(t, h, "/twilio/inbound", ten.AuthToken, form).Code
+		}()
+	}
+	wg.Wait()
+	codes = append(codes, post(t, h, "/twilio/inbound", ten.AuthToken, form).Code)
+	for _, c := range codes {
+		require.Equal(t, http.StatusOK, c)
+	}
+	msgs, jobsN := counts(t, ten.ID)
+	require.Equal(t, 1, msgs)
+	require.Equal(t, 1, jobsN)
+}
+
+func TestInboundBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	other := testdb.NewTenant(t, testdb.Pool(t), 5)
+	from := "whatsapp:" + testdb.PhoneNumber()
+
+	tests := []struct {
+		name   string
+		status int
+		send   func() *httptest.ResponseRecorder
+	}{
+		{"missing signature", http.StatusForbidden, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			req := httptest.NewRequest(http.MethodPost, "/twilio/inbound", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			return rec
+		}},
+		{"wrong token", http.StatusForbidden, func() *httptest.ResponseRecorder {
+			return post(t, h, "/twilio/inbound", "not-the-token", inboundForm(ten, from, "x"))
+		}},
+		{"other tenant's token for this number", http.StatusForbidden, func() *httptest.ResponseRecorder {
+			return post(t, h, "/twilio/inbound", other.AuthToken, inboundForm(ten, from, "x"))
+		}},
+		{"unknown number", http.StatusForbidden, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			form.Set("To", "whatsapp:"+testdb.PhoneNumber())
+			return post(t, h, "/twilio/inbound", ten.AuthToken, form)
+		}},
+		{"account that does not own the number", http.StatusForbidden, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			form.Set("AccountSid", other.AccountSID)
+			return post(t, h, "/twilio/inbound", ten.AuthToken, form)
+		}},
+		{"missing MessageSid", http.StatusBadRequest, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			form.Del("MessageSid")
+			return post(t, h, "/twilio/inbound", ten.AuthToken, form)
+		}},
+		{"missing From", http.StatusBadRequest, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			form.Del("From")
+			return post(t, h, "/twilio/inbound", ten.AuthToken, form)
+		}},
+		{"missing To", http.StatusBadRequest, func() *httptest.ResponseRecorder {
+			form := inboundForm(ten, from, "x")
+			form.Del("To")
+			return post(t, h, "/twilio/inbound", ten.AuthToken, form)
+		}},
+		{"body over 64 KiB", http.StatusRequestEntityTooLarge, func() *httptest.ResponseRecorder {
+			return post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, strings.Repeat("a", 70<<10)))
+		}},
+		{"not form-encoded", http.StatusBadRequest, func() *httptest.ResponseRecorder {
+			req := httptest.NewRequest(http.MethodPost, "/twilio/inbound", strings.NewReader("%zz=%%%"))
+			req.Header.Set("X-Twilio-Signature", "x")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			return rec
+		}},
+	}
+	for _, tc := range tests {
+		rec := tc.send()
+		require.Equal(t, tc.status, rec.Code, tc.name)
+	}
+	for _, id := range []string{ten.ID, other.ID} {
+		msgs, jobsN := counts(t, id)
+		require.Zero(t, msgs)
+		require.Zero(t, jobsN)
+	}
+}
+
+func TestInboundOddBodiesNeverFail(t *testing.T) {
+	t.Parallel()
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	bodies := []string{
+		"'; DROP TABLE messages; --",
+		"nul\x00byte",
+		"bad utf8 \xff\xfe",
+		"\x01\x02\x1b[31mcontrol",
+		strings.Repeat("é", 3000),
+		"",
+	}
+	for _, b := range bodies {
+		rec := post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), b))
+		require.Equal(t, http.StatusOK, rec.Code, "%q", b)
+	}
+	msgs, _ := counts(t, ten.ID)
+	require.Equal(t, len(bodies), msgs)
+}
+
+func TestInboundStopOptsOutWithoutTurn(t *testing.T) {
+	t.Parallel()
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	from := "whatsapp:" + testdb.PhoneNumber()
+
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "STOP")).Code)
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "are you there?")).Code)
+	msgs, jobsN := counts(t, ten.ID)
+	require.Equal(t, 2, msgs)
+	require.Zero(t, jobsN, "an opted-out contact gets no turn")
+
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "start")).Code)
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "hi again")).Code)
+	_, jobsN = counts(t, ten.ID)
+	require.Equal(t, 1, jobsN, "START turns answers back on")
+}
+
+func TestInboundDatabaseDownIs503(t *testing.T) {
+	t.Parallel()
+	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
+	pool := testdb.NewPool(t)
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
+	require.NoError(t, err)
+	h := webhook.NewHandler(webhook.Deps{
+		DB: pool, River: rc, Sealer: testdb.Sealer(t),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PublicBaseURL: baseURL,
+	})
+	pool.Close() // the database is gone for this handler
+	rec := post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), "hi"))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, req)
+	require.Equal(t, http.StatusServiceUnavailable, rr.Code)
+}
+
+func TestSignatureMatchesTwilioGoVector(t *testing.T) {
+	t.Parallel()
+	// The vector from twilio-go's client/request_validator_test.go.
+	form := url.Values{
+		"Digits":                {"1234"},
+		"CallSid":               {"CA1234567890ABCDE"},
+		"To":                    {"+18005551212"},
+		"Caller":                {"+14158675309"},
+		"From":                  {"+14158675309"},
+		"ReasonConferenceEnded": {"test"},
+		"Reason":                {"Participant"},
+	}
+	u := "https://mycompany.com/myapp.php?foo=1&bar=2"
+	require.Equal(t, "vOEb5UThFn24KEfnOFLQY2AE5FY=", webhook.Signature("12345", u, form))
+	require.True(t, webhook.ValidSignature("12345", u, form, "vOEb5UThFn24KEfnOFLQY2AE5FY="))
+	require.False(t, webhook.ValidSignature("12345", u, form, "vOEb5UThFn24KEfnOFLQY2AE5FZ="))
+}
