@@ -280,4 +280,3 @@ func (a *app) shutdown(logger *slog.Logger, srv *http.Server, riverClient *river
 	logger.Info("stopped")
 	return nil
 }
-
