@@ -32,6 +32,8 @@ type Deps struct {
 	Debounce time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics may be nil.
+	Metrics *Metrics
 }
 
 // AddWorkers registers every Conversa worker on w.

@@ -1,0 +1,84 @@
+package jobs
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline metrics the workers record (SPEC §9). A nil
+// *Metrics records nothing, so tests need not build one.
+type Metrics struct {
+	jobs          *prometheus.CounterVec
+	llmLatency    *prometheus.HistogramVec
+	llmTokens     *prometheus.CounterVec
+	twilioSends   *prometheus.CounterVec
+	inboundToSent prometheus.Histogram
+	duplicates    *prometheus.CounterVec
+}
+
+// NewMetrics registers the worker metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_jobs_total", Help: "Jobs worked, by kind and outcome.",
+		}, []string{"kind", "outcome"}),
+		llmLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "conversa_llm_latency_seconds", Help: "LLM call latency.",
+			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"provider", "model"}),
+		llmTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_llm_tokens_total", Help: "LLM tokens used, by direction (prompt, completion).",
+		}, []string{"provider", "model", "direction"}),
+		twilioSends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_twilio_sends_total", Help: "Twilio send attempts, by outcome class (accepted, retry, permanent, ambiguous).",
+		}, []string{"class"}),
+		inboundToSent: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conversa_inbound_to_reply_sent_seconds", Help: "Time from an inbound message to its reply being accepted by Twilio.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_duplicates_suppressed_total", Help: "Duplicates suppressed, by where (reply, send, status).",
+		}, []string{"where"}),
+	}
+	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates)
+	return m
+}
+
+// Job counts one worked job by kind and outcome (completed, skipped, snoozed, retry, cancelled).
+func (m *Metrics) Job(kind, outcome string) {
+	if m != nil {
+		m.jobs.WithLabelValues(kind, outcome).Inc()
+	}
+}
+
+// LLM records one LLM call.
+func (m *Metrics) LLM(provider, model string, latency time.Duration, promptTokens, completionTokens int64) {
+	if m == nil {
+		return
+	}
+	m.llmLatency.WithLabelValues(provider, model).Observe(latency.Seconds())
+	m.llmTokens.WithLabelValues(provider, model, "prompt").Add(float64(promptTokens))
+	m.llmTokens.WithLabelValues(provider, model, "completion").Add(float64(completionTokens))
+}
+
+// TwilioSend counts one send attempt by class.
+func (m *Metrics) TwilioSend(class string) {
+	if m != nil {
+		m.twilioSends.WithLabelValues(class).Inc()
+	}
+}
+
+// ReplySent records the time from the inbound message to its reply's acceptance.
+func (m *Metrics) ReplySent(d time.Duration) {
+	if m != nil {
+		m.inboundToSent.Observe(d.Seconds())
+	}
+}
+
+// Duplicate counts one suppressed duplicate.
+func (m *Metrics) Duplicate(where string) {
+	if m != nil {
+		m.duplicates.WithLabelValues(where).Inc()
+	}
+}
