@@ -2,12 +2,218 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/conversa/conversa/store"
+	"github.com/conversa/conversa/webhook"
 )
 
-type demoCmd struct{}
+type demoCmd struct {
+	Body    string        `default:"Hi! What are your opening hours?" help:"What the demo customer writes."`
+	Timeout time.Duration `default:"45s" help:"How long to wait for the reply to be delivered."`
+}
 
-// Run is not built yet: see the operator-surface issue.
-func (demoCmd) Run(ctx context.Context, a *app) error {
-	return errors.New("demo is not available yet")
+// Run creates a demo tenant on the sandbox Twilio, sends a signed inbound
+// WhatsApp message to the running server, and follows its reply to delivery
+// through the tenant's own API key.
+func (d *demoCmd) Run(ctx context.Context, a *app) error {
+	base := a.demoBaseURL()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	fmt.Fprintf(a.stdout, "Conversa demo against %s\n", base)
+	if err := demoReady(ctx, hc, base); err != nil {
+		return err
+	}
+
+	pool, err := a.openPool(ctx, false, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
+	if err != nil {
+		return err
+	}
+	key, err := store.NewAPIKey()
+	if err != nil {
+		return err
+	}
+	tenant, err := store.CreateTenant(ctx, pool, "Demo "+time.Now().Format("2006-01-02 15:04:05"), store.HashAPIKey(key))
+	if err != nil {
+		return err
+	}
+	sid, token, number := "AC"+randHex(16), randHex(16), "whatsapp:"+randPhone("+1415")
+	sealed, err := sealer.Seal(token)
+	if err != nil {
+		return err
+	}
+	if _, err := store.AddAccount(ctx, pool, tenant.ID, sid, sealed, []string{number}); err != nil {
+		return err
+	}
+	if _, err := store.AddCredits(ctx, pool, tenant.ID, 10); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "✓ demo tenant %s with 10 credits and sandbox number %s\n", tenant.ID, number)
+
+	customer := randPhone("+1555")
+	messageSID := "SM" + randHex(16)
+	form := url.Values{
+		"MessageSid": {messageSID}, "SmsMessageSid": {messageSID}, "AccountSid": {sid},
+		"From": {"whatsapp:" + customer}, "To": {number}, "Body": {d.Body},
+		"NumMedia": {"0"}, "ProfileName": {"Demo Customer"}, "WaId": {strings.TrimPrefix(customer, "+")},
+	}
+	inboundURL := base + "/twilio/inbound"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, inboundURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, inboundURL, form))
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("post inbound: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("post inbound: server answered %s", resp.Status)
+	}
+	fmt.Fprintf(a.stdout, "✓ customer wrote %q (signed webhook accepted: %s)\n", d.Body, resp.Status)
+
+	api := demoAPI{hc: hc, base: base + "/api/v1", key: key}
+	reply, err := api.waitForDelivery(ctx, a.stdout, messageSID, d.Timeout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "\nReply:   %q\nStatus:  %s\n", reply.Body, reply.Status)
+	fmt.Fprintf(a.stdout, "Trace:   curl -H 'Authorization: Bearer %s' %s/api/v1/messages/%d/trace\n", key, base, reply.ID)
+	fmt.Fprintf(a.stdout, "Jobs:    %s/riverui/ (user admin, password: the server's ADMIN_TOKEN)\n", base)
+	if reply.Status == store.StatusFailed || reply.Status == store.StatusUndelivered {
+		return fmt.Errorf("the reply was not delivered: %s (%s)", reply.Status, deref(reply.ErrorReason))
+	}
+	return nil
+}
+
+// demoBaseURL is where the running server is: PUBLIC_BASE_URL if set, else
+// HTTP_ADDR on localhost.
+func (a *app) demoBaseURL() string {
+	if v, ok := a.lookupEnv("PUBLIC_BASE_URL"); ok && strings.TrimSpace(v) != "" {
+		return a.cfg.PublicBaseURL
+	}
+	_, port, err := net.SplitHostPort(a.cfg.HTTPAddr)
+	if err != nil || port == "" {
+		port = "8080"
+	}
+	return "http://localhost:" + port
+}
+
+func demoReady(ctx context.Context, hc *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("no Conversa server answers at %s (start one with `make run`): %w", base, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the server at %s is not ready: %s", base, resp.Status)
+	}
+	return nil
+}
+
+// demoAPI reads the demo tenant's data through the operator API.
+type demoAPI struct {
+	hc   *http.Client
+	base string
+	key  string
+}
+
+func (api demoAPI) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+api.key)
+	resp, err := api.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// waitForDelivery follows the inbound message to its reply's final status.
+func (api demoAPI) waitForDelivery(ctx context.Context, out io.Writer, messageSID string, timeout time.Duration) (store.Message, error) {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		var found struct {
+			Items []store.Message `json:"items"`
+		}
+		if err := api.get(ctx, "/messages?twilio_sid="+url.QueryEscape(messageSID), &found); err == nil && len(found.Items) > 0 {
+			var msgs struct {
+				Items []store.Message `json:"items"`
+			}
+			if err := api.get(ctx, fmt.Sprintf("/conversations/%d/messages", found.Items[0].ConversationID), &msgs); err == nil {
+				for _, m := range msgs.Items {
+					if m.Direction != "outbound" {
+						continue
+					}
+					if m.Status != last {
+						fmt.Fprintf(out, "… reply is %s\n", m.Status)
+						last = m.Status
+					}
+					switch m.Status {
+					case store.StatusDelivered, store.StatusRead, store.StatusFailed, store.StatusUndelivered:
+						return m, nil
+					}
+				}
+			}
+		}
+		if last == "" {
+			fmt.Fprint(out, ".")
+		}
+		select {
+		case <-ctx.Done():
+			return store.Message{}, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if last == "" {
+		return store.Message{}, errors.New("no reply within the timeout: look at the server's log and /riverui/")
+	}
+	return store.Message{}, fmt.Errorf("the reply was still %s after %s", last, timeout)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func randPhone(prefix string) string {
+	n, _ := rand.Int(rand.Reader, big.NewInt(1e7))
+	return fmt.Sprintf("%s%07d", prefix, n.Int64())
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conversa/conversa/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Run(m) }
+
+// env is a fake environment for run().
+type env map[string]string
+
+func (e env) lookup(k string) (string, bool) { v, ok := e[k]; return v, ok }
+
+// syncBuffer is a bytes.Buffer safe for a running program and a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runCLI runs one short command and returns its exit code and output.
+func runCLI(t *testing.T, e env, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code := run(context.Background(), args, e.lookup, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// startServer runs `conversa run` on a free port until the test ends, and
+// waits for /readyz.
+func startServer(t *testing.T, extra env) (string, env) {
+	t.Helper()
+	addr := freeAddr(t)
+	base := "http://" + addr
+	e := env{
+		"DATABASE_URL":     testdb.URL(t),
+		"HTTP_ADDR":        addr,
+		"WORKER_HTTP_ADDR": freeAddr(t),
+		"PUBLIC_BASE_URL":  base,
+		"REDIS_URL":        "redis://127.0.0.1:6379/0",
+		"TWILIO_API_URL":   "sandbox",
+		"DEBOUNCE":         "0",
+		"LOG_FORMAT":       "json",
+		"ADMIN_TOKEN":      "admin-" + testdb.Unique(),
+	}
+	for k, v := range extra {
+		e[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out, errOut syncBuffer
+	go func() { done <- run(ctx, []string{"run"}, e.lookup, &out, &errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("conversa run exited %d: %s", code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("conversa run did not shut down within 30 s")
+		}
+	})
+	for i := 0; ; i++ {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("conversa run exited %d before ready: %s", code, errOut.String())
+		default:
+		}
+		if i > 300 {
+			t.Fatalf("conversa run not ready after 30 s: %s", errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return base, e
+}
+
+func TestRunServesAndShutsDown(t *testing.T) {
+	t.Parallel()
+	base, _ := startServer(t, nil)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+}
+
+func TestAdminCommands(t *testing.T) {
+	t.Parallel()
+	e := env{"DATABASE_URL": testdb.URL(t)}
+
+	code, out, stderr := runCLI(t, e, "tenant", "create", "--name", "Acme Dental", "--json")
+	require.Equal(t, 0, code, stderr)
+	var ten struct {
+		ID     string `json:"id"`
+		APIKey string `json:"api_key"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &ten))
+	require.NotEmpty(t, ten.ID)
+	require.NotEmpty(t, ten.APIKey)
+
+	wa := "whatsapp:" + testdb.PhoneNumber()
+	code, _, stderr = runCLI(t, e, "account", "add", "--tenant", ten.ID, "--sid", "AC"+testdb.Unique(), "--token", "tok123", "--number", wa, "--number", testdb.PhoneNumber())
+	require.Equal(t, 0, code, stderr)
+
+	code, out, stderr = runCLI(t, e, "credits", "add", "--tenant", ten.ID, "--amount", "25", "--json")
+	require.Equal(t, 0, code, stderr)
+	require.JSONEq(t, fmt.Sprintf(`{"tenant_id":%q,"balance":25}`, ten.ID), out)
+	code, out, _ = runCLI(t, e, "credits", "add", "--tenant", ten.ID, "--amount", "5")
+	require.Equal(t, 0, code)
+	require.Equal(t, "balance: 30\n", out)
+
+	// Another tenant cannot take the number.
+	code, _, stderr = runCLI(t, e, "tenant", "create", "--name", "Other", "--json")
+	require.Equal(t, 0, code, stderr)
+	code, out, _ = runCLI(t, e, "tenant", "create", "--name", "Other2", "--json")
+	require.Equal(t, 0, code)
+	var other struct{ ID string }
+	require.NoError(t, json.Unmarshal([]byte(out), &other))
+	code, _, stderr = runCLI(t, e, "account", "add", "--tenant", other.ID, "--sid", "AC"+testdb.Unique(), "--token", "t", "--number", wa)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "another tenant")
+}
+
+func TestCommandsRejectBadInputWithOneLine(t *testing.T) {
+	t.Parallel()
+	e := env{"DATABASE_URL": testdb.URL(t)}
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"tenant", "create"}, 2, "--name"},
+		{[]string{"credits", "add", "--tenant", "00000000-0000-0000-0000-000000000000", "--amount", "5"}, 1, "no tenant"},
+		{[]string{"credits", "add", "--tenant", "not-a-uuid", "--amount", "5"}, 1, "no tenant"},
+		{[]string{"credits", "add", "--tenant", "x", "--amount=-3"}, 1, "positive"},
+		{[]string{"account", "add", "--tenant", "x", "--sid", "AC1", "--token", "t", "--number", "12345"}, 1, "E.164"},
+		{[]string{"frobnicate"}, 2, "unexpected argument"},
+	}
+	for _, c := range cases {
+		code, _, stderr := runCLI(t, e, c.args...)
+		require.Equal(t, c.code, code, "%v: %s", c.args, stderr)
+		require.Contains(t, stderr, c.want, c.args)
+		require.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1, "one line: %q", stderr)
+	}
+
+	code, _, stderr := runCLI(t, env{"DATABASE_URL": testdb.URL(t), "DEBOUNCE": "soon", "LLM_PROVIDER": "magic"}, "migrate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "DEBOUNCE")
+	require.Contains(t, stderr, "LLM_PROVIDER", "every bad variable is reported at once")
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	e := env{"DATABASE_URL": testdb.URL(t)}
+	for i := 0; i < 2; i++ {
+		code, out, stderr := runCLI(t, e, "migrate")
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, out, "up to date")
+	}
+	code, out, _ := runCLI(t, e, "migrate", "--dry-run")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "no migrations pending")
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCLI(t, env{}, "account", "add", "--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "--number")
+}
