@@ -152,3 +152,20 @@ CREATE TABLE agents (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, name)
 );
+
+-- A conversation points at its newest inbound message, set only when the
+-- message row really is inserted: a redelivered MessageSid (ON CONFLICT DO
+-- NOTHING) never moves it, even when ingest batches many messages in one
+-- transaction. A turn job for an older message is thereby superseded.
+-- +goose StatementBegin
+CREATE FUNCTION conversa_track_last_inbound() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE conversations
+    SET last_inbound_message_id = NEW.id, last_inbound_at = NEW.created_at
+    WHERE id = NEW.conversation_id
+      AND (last_inbound_message_id IS NULL OR last_inbound_message_id < NEW.id);
+    RETURN NULL;
+END $$;
+-- +goose StatementEnd
+CREATE TRIGGER messages_track_last_inbound AFTER INSERT ON messages
+    FOR EACH ROW WHEN (NEW.direction = 'inbound') EXECUTE FUNCTION conversa_track_last_inbound();

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Media is one attachment of an inbound message (Twilio's MediaUrlN/MediaContentTypeN).
@@ -38,22 +40,53 @@ type InboundResult struct {
 	OptedOut           bool
 }
 
-// InsertInbound records an inbound message in one statement: it upserts the
-// contact (identity and opt-out), finds or opens the conversation (marking it
-// as the conversation's newest inbound message), inserts the message, unique
-// on its MessageSid, and its first trace event.
-//
-// For a MessageSid already stored it returns Duplicate, and the caller must
-// roll the transaction back: the contact and conversation updates are then
-// undone too, so a redelivered webhook changes nothing.
-func InsertInbound(ctx context.Context, tx DBTX, in Inbound) (InboundResult, error) {
+// insertInboundSQL records one inbound message in one statement: it upserts
+// the contact (identity and opt-out), finds or opens the conversation, inserts
+// the message, unique on its MessageSid, and its first trace event. The
+// conversation's last_inbound_* columns follow from a trigger on messages, so
+// they move only when the message row is really inserted.
+const insertInboundSQL = `
+	WITH c AS (
+		INSERT INTO contacts (tenant_id, address, wa_id, profile_name, opted_out, opted_out_at)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), COALESCE($5::boolean, false),
+		        CASE WHEN $5::boolean THEN now() END)
+		ON CONFLICT (tenant_id, address) DO UPDATE SET
+			wa_id = COALESCE(EXCLUDED.wa_id, contacts.wa_id),
+			profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+			opted_out = COALESCE($5::boolean, contacts.opted_out),
+			opted_out_at = CASE WHEN $5::boolean IS NULL THEN contacts.opted_out_at
+			                    WHEN $5::boolean THEN now() END,
+			updated_at = now()
+		RETURNING id, opted_out
+	), conv AS (
+		INSERT INTO conversations (tenant_id, channel_id, contact_id)
+		SELECT $1, $6, c.id FROM c
+		ON CONFLICT (channel_id, contact_id) WHERE status <> 'closed' DO UPDATE SET
+			version = conversations.version + 1,
+			updated_at = now()
+		RETURNING id, status
+	), m AS (
+		INSERT INTO messages (tenant_id, conversation_id, direction, author, body, media, status, twilio_sid, during_handoff)
+		SELECT $1, conv.id, 'inbound', 'contact', $7, $8, 'received', $9, conv.status = 'human'
+		FROM conv
+		ON CONFLICT (twilio_sid) DO NOTHING
+		RETURNING id
+	), e AS (
+		INSERT INTO message_events (tenant_id, message_id, kind, detail)
+		SELECT $1, m.id, 'webhook.received', $10 FROM m
+	)
+	SELECT c.id, c.opted_out, conv.id, conv.status, (SELECT m.id FROM m)
+	FROM c, conv`
+
+// inboundArgs are insertInboundSQL's arguments for in.
+func inboundArgs(in Inbound) ([]any, error) {
 	media := in.Media
 	if media == nil {
 		media = []Media{}
 	}
 	mediaJSON, err := json.Marshal(media)
 	if err != nil {
-		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+		return nil, err
 	}
 	event := in.Event
 	if event == nil {
@@ -61,60 +94,64 @@ func InsertInbound(ctx context.Context, tx DBTX, in Inbound) (InboundResult, err
 	}
 	eventJSON, err := json.Marshal(event)
 	if err != nil {
-		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+		return nil, err
 	}
+	return []any{in.TenantID, in.From, in.WaID, in.ProfileName, in.OptOut, in.ChannelID,
+		in.Body, mediaJSON, in.MessageSID, eventJSON}, nil
+}
+
+// scanInbound reads insertInboundSQL's one row.
+func scanInbound(row pgx.Row) (InboundResult, error) {
 	var res InboundResult
 	var msgID *int64
-	// The message id is drawn first so the conversation can point at it in the
-	// same statement (a CTE cannot update a row another CTE inserted).
-	err = tx.QueryRow(ctx, `
-		WITH id AS (
-			SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS v
-		), c AS (
-			INSERT INTO contacts (tenant_id, address, wa_id, profile_name, opted_out, opted_out_at)
-			VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), COALESCE($5::boolean, false),
-			        CASE WHEN $5::boolean THEN now() END)
-			ON CONFLICT (tenant_id, address) DO UPDATE SET
-				wa_id = COALESCE(EXCLUDED.wa_id, contacts.wa_id),
-				profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
-				opted_out = COALESCE($5::boolean, contacts.opted_out),
-				opted_out_at = CASE WHEN $5::boolean IS NULL THEN contacts.opted_out_at
-				                    WHEN $5::boolean THEN now() END,
-				updated_at = now()
-			RETURNING id, opted_out
-		), conv AS (
-			INSERT INTO conversations (tenant_id, channel_id, contact_id, last_inbound_at, last_inbound_message_id)
-			SELECT $1, $6, c.id, now(), id.v FROM c, id
-			ON CONFLICT (channel_id, contact_id) WHERE status <> 'closed' DO UPDATE SET
-				last_inbound_at = now(),
-				last_inbound_message_id = EXCLUDED.last_inbound_message_id,
-				version = conversations.version + 1,
-				updated_at = now()
-			RETURNING id, status
-		), m AS (
-			INSERT INTO messages (id, tenant_id, conversation_id, direction, author, body, media, status, twilio_sid, during_handoff)
-			OVERRIDING SYSTEM VALUE
-			SELECT id.v, $1, conv.id, 'inbound', 'contact', $7, $8, 'received', $9, conv.status = 'human'
-			FROM conv, id
-			ON CONFLICT (twilio_sid) DO NOTHING
-			RETURNING id
-		), e AS (
-			INSERT INTO message_events (tenant_id, message_id, kind, detail)
-			SELECT $1, m.id, 'webhook.received', $10 FROM m
-		)
-		SELECT c.id, c.opted_out, conv.id, conv.status, (SELECT m.id FROM m)
-		FROM c, conv`,
-		in.TenantID, in.From, in.WaID, in.ProfileName, in.OptOut, in.ChannelID,
-		in.Body, mediaJSON, in.MessageSID, eventJSON,
-	).Scan(&res.ContactID, &res.OptedOut, &res.ConversationID, &res.ConversationStatus, &msgID)
-	if err != nil {
+	if err := row.Scan(&res.ContactID, &res.OptedOut, &res.ConversationID, &res.ConversationStatus, &msgID); err != nil {
 		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
 	}
 	if msgID == nil {
-		return InboundResult{Duplicate: true}, nil
+		return InboundResult{Duplicate: true, ConversationID: res.ConversationID}, nil
 	}
 	res.MessageID = *msgID
 	return res, nil
+}
+
+// InsertInbound records an inbound message (see insertInboundSQL). For a
+// MessageSid already stored it returns Duplicate and writes no message, event
+// or conversation pointer; the contact upsert it made is idempotent.
+func InsertInbound(ctx context.Context, tx DBTX, in Inbound) (InboundResult, error) {
+	args, err := inboundArgs(in)
+	if err != nil {
+		return InboundResult{}, fmt.Errorf("insert inbound: %w", err)
+	}
+	return scanInbound(tx.QueryRow(ctx, insertInboundSQL, args...))
+}
+
+// InsertInboundBatch records many inbound messages in one round trip, inside
+// the caller's transaction: group commit for ingest. Any error means the
+// transaction is aborted and the caller must roll it back (and may retry the
+// messages one by one to isolate the bad one).
+func InsertInboundBatch(ctx context.Context, tx DBTX, ins []Inbound) ([]InboundResult, error) {
+	b := &pgx.Batch{}
+	for _, in := range ins {
+		args, err := inboundArgs(in)
+		if err != nil {
+			return nil, fmt.Errorf("insert inbound: %w", err)
+		}
+		b.Queue(insertInboundSQL, args...)
+	}
+	br := tx.SendBatch(ctx, b)
+	out := make([]InboundResult, len(ins))
+	for i := range ins {
+		res, err := scanInbound(br.QueryRow())
+		if err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+		out[i] = res
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("insert inbound batch: %w", err)
+	}
+	return out, nil
 }
 
 // InboundExists reports whether a MessageSid is already stored: a cheap check

@@ -12,10 +12,6 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
-
-	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -143,60 +139,10 @@ func (s *server) inbound(c *gin.Context) {
 	c.Data(http.StatusOK, "text/xml; charset=utf-8", []byte(emptyTwiML))
 }
 
-// ingest is the one inbound transaction: message, contact, conversation and
-// the turn job commit together, or nothing does.
+// ingest commits the message and its turn job, grouped with concurrent
+// requests into one transaction (see ingest.go).
 func (s *server) ingest(ctx context.Context, in store.Inbound) (store.InboundResult, error) {
-	// A redelivery usually finds its message already committed: skip the
-	// transaction. Concurrent redeliveries fall through to the unique index.
-	if dup, err := store.InboundExists(ctx, s.DB, in.MessageSID); err != nil {
-		return store.InboundResult{}, err
-	} else if dup {
-		return store.InboundResult{Duplicate: true}, nil
-	}
-	tx, err := s.DB.Begin(ctx)
-	if err != nil {
-		return store.InboundResult{}, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	res, err := store.InsertInbound(ctx, tx, in)
-	if err != nil || res.Duplicate {
-		return res, err
-	}
-	if answerable(res, in) {
-		if err := s.insertTurn(ctx, tx, in.TenantID, res); err != nil {
-			return res, err
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return res, fmt.Errorf("commit: %w", err)
-	}
-	return res, nil
-}
-
-// answerable reports whether the bot should answer this message: not while a
-// human has the conversation, not for an opted-out contact, and not for an
-// opt-out/opt-in keyword itself.
-func answerable(res store.InboundResult, in store.Inbound) bool {
-	return res.ConversationStatus == "bot" && !res.OptedOut && in.OptOut == nil
-}
-
-// insertTurn enqueues the conversa.reply job for a new inbound message. With
-// a debounce the job becomes runnable once the conversation has been quiet for
-// Debounce; a newer message supersedes it with a turn of its own.
-func (s *server) insertTurn(ctx context.Context, tx pgx.Tx, tenantID string, res store.InboundResult) error {
-	var opts *river.InsertOpts
-	if s.Debounce > 0 {
-		opts = &river.InsertOpts{ScheduledAt: s.Now().Add(s.Debounce)}
-	}
-	_, err := s.River.InsertTx(ctx, tx, jobs.ReplyArgs{
-		TenantID:       tenantID,
-		ConversationID: res.ConversationID,
-		MessageID:      res.MessageID,
-	}, opts)
-	if err != nil {
-		return fmt.Errorf("insert reply job: %w", err)
-	}
-	return nil
+	return s.group.ingest(ctx, in)
 }
 
 // webhookError maps an error to the status Twilio should see. Client errors

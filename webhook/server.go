@@ -28,6 +28,7 @@ type DB interface {
 // satisfies it (an insert-only client is enough).
 type Inserter interface {
 	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
 }
 
 // Deps is everything the HTTP edge depends on.
@@ -49,6 +50,7 @@ type Deps struct {
 // server holds the handlers' shared dependencies.
 type server struct {
 	Deps
+	group *committer
 }
 
 // MaxBodyBytes is the largest webhook body accepted (413 beyond).
@@ -61,6 +63,7 @@ func NewHandler(d Deps) *gin.Engine {
 	}
 	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
 	s := &server{Deps: d}
+	s.group = &committer{s: s}
 
 	r := gin.New()
 	r.Use(gin.Recovery())

@@ -1,0 +1,72 @@
+// Command bench measures Conversa on this machine and writes a report under
+// bench/results: the one-commit ceiling (pgbench) against webhook ingest in
+// the same run, end-to-end latency, sustained pipeline throughput, memory,
+// and the cost curve as stored messages grow. Run it with `make bench`, alone
+// on the machine: it reports numbers and never fails on a slow machine.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	admin := fs.String("db", envOr("BENCH_DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres?sslmode=disable"), "admin connection to the Postgres server to benchmark on")
+	out := fs.String("out", "bench/results", "where the report goes")
+	dur := fs.Duration("duration", 15*time.Second, "length of each throughput run")
+	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
+	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve); empty = all")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	want := func(name string) bool {
+		return *only == "" || strings.Contains(","+*only+",", ","+name+",")
+	}
+	r := &report{started: time.Now()}
+	b, err := newBench(ctx, *admin)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+
+	if want("ingest") {
+		if err := b.ingestFigure(ctx, r, *dur, *conc); err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		fn   func(context.Context, *report) error
+	}{
+		{"e2e", b.e2eFigure},
+		{"sustained", b.sustainedFigure},
+		{"memory", b.memoryFigure},
+		{"curve", b.curveFigure},
+	} {
+		if want(f.name) {
+			if err := f.fn(ctx, r); err != nil {
+				return fmt.Errorf("%s: %w", f.name, err)
+			}
+		}
+	}
+	return r.write(*out)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
