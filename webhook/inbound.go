@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gin-gonic/gin"
 	"github.com/conversa/conversa/store"
+	"github.com/gin-gonic/gin"
 )
 
 const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`

@@ -188,4 +188,3 @@ func (s *server) turnOpts() *river.InsertOpts {
 	}
 	return &river.InsertOpts{ScheduledAt: s.Now().Add(s.Debounce)}
 }
-
