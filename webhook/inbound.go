@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/conversa/conversa/store"
 	"github.com/gin-gonic/gin"
+
+	"github.com/conversa/conversa/store"
 )
 
 const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
