@@ -45,6 +45,8 @@ type Deps struct {
 	Debounce time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// TrustedProxies may set X-Forwarded-For (nil: none; client IP is the peer).
+	TrustedProxies []string
 }
 
 // server holds the handlers' shared dependencies.
@@ -68,11 +70,14 @@ func NewHandler(d Deps) *gin.Engine {
 	r := gin.New()
 	r.Use(gin.Recovery())
 	r.HandleMethodNotAllowed = true
+	// Client IPs (for rate limits) come from the connection, never from
+	// X-Forwarded-For, unless the proxies in front are named.
+	_ = r.SetTrustedProxies(d.TrustedProxies)
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 
-	tw := r.Group("/twilio")
+	tw := r.Group("/twilio", limitRejected(newIPLimiter(20, 200, d.Now)))
 	tw.POST("/inbound", s.inbound)
 
 	return r
