@@ -138,7 +138,13 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		return w.skip(ctx, log, a, "turn.skipped", "nothing_to_answer",
 			map[string]any{"reason": "no customer message to answer since the last reply"})
 	}
-	req := agents.Request{Summary: st.Summary, History: plan.History, Pending: plan.Pending}
+	// Turns too old to show verbatim are folded into the summary now, so the
+	// agent sees them; the new summary commits with the reply.
+	summary := st.Summary
+	if len(plan.Fold) > 0 {
+		summary = agents.FoldSummary(st.Summary, plan.Fold)
+	}
+	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending}
 	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
 	req.Agent = agent
 	if route.Usage != nil {
@@ -164,12 +170,12 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		{Kind: "turn.memory", Detail: map[string]any{"source": source, "history_turns": len(plan.History),
 			"pending_messages": len(plan.Pending), "summary_chars": len(st.Summary), "folded_turns": len(plan.Fold)}},
 	}
-	return w.commit(ctx, log, job, st, plan, agent, ans, events)
+	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events)
 }
 
 // commit writes everything the turn decided in one transaction.
-func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs], st store.TurnState,
-	plan agents.Plan, agent agents.Agent, ans agents.Answer, events []store.Event) (string, error) {
+func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs],
+	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event) (string, error) {
 	a := job.Args
 	tx, err := w.db.Begin(ctx)
 	if err != nil {
@@ -214,7 +220,6 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return "", err
 	}
 	if len(plan.Fold) > 0 {
-		summary := agents.FoldSummary(st.Summary, plan.Fold)
 		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
 			return "", err
 		}
