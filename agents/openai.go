@@ -31,7 +31,7 @@ type OpenAIConfig struct {
 	// AttemptTimeout bounds one HTTP attempt. Default 6 s.
 	AttemptTimeout time.Duration
 	// MaxRetries on 429, 5xx and connection errors (the SDK backs off,
-	// honouring Retry-After). Default 2.
+	// honouring Retry-After). 0 means the default, 2; negative means none.
 	MaxRetries int
 	// MaxTokens bounds the completion. Default 300.
 	MaxTokens int64
