@@ -91,15 +91,50 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error
 	outcome, err := w.turn(ctx, log, job)
 	if err != nil {
 		var snooze *river.JobSnoozeError
-		if errors.As(err, &snooze) {
+		var cancel *river.JobCancelError
+		switch {
+		case errors.As(err, &snooze):
 			outcome = "snoozed"
-		} else {
+		case errors.As(err, &cancel):
+		default:
 			outcome = "retry"
-			log.Warn("turn failed", "attempt", job.Attempt, "error", err.Error())
+			reason := failureReason(err)
+			log.Warn("turn failed", "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", reason)
+			if job.Attempt >= job.MaxAttempts {
+				// The last attempt: say so on the inbound message, which
+				// otherwise would just never be answered.
+				outcome = "discarded"
+				_ = store.AddEvent(context.WithoutCancel(ctx), w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
+					map[string]any{"reason": "gave up after " + fmt.Sprint(job.Attempt) + " attempts", "error": reason})
+			}
 		}
 	}
 	w.metrics.Job(replyKind, outcome)
 	return err
+}
+
+// NextRetry retries a failed turn soon: a reply that comes hours late is
+// worth little, so the schedule is 2 s, 5 s, 15 s, 30 s, 1 min, 2 min, then
+// every 5 min, instead of River's (attempt+1)^4 s.
+func (w *ReplyWorker) NextRetry(job *river.Job[ReplyArgs]) time.Time {
+	steps := []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
+	return time.Now().Add(steps[min(max(job.Attempt-1, 0), len(steps)-1)])
+}
+
+// llmError marks a provider failure, so it is reported by class only: a
+// provider's error text may quote the conversation.
+type llmError struct{ err error }
+
+func (e llmError) Error() string { return "llm: " + agents.ErrorClass(e.err) }
+func (e llmError) Unwrap() error { return e.err }
+
+// failureReason is an error as the trace and the logs may show it.
+func failureReason(err error) string {
+	var le llmError
+	if errors.As(err, &le) {
+		return le.Error()
+	}
+	return err.Error()
 }
 
 // turn runs one turn and returns its outcome for metrics.
@@ -159,7 +194,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 			"provider": w.provider.Name(), "agent": agent.Name, "attempt": job.Attempt,
 			"error": agents.ErrorClass(err), "latency_ms": ans.Usage.LatencyMS,
 		})
-		return "", fmt.Errorf("agent %s reply: %w", agent.Name, err)
+		return "", fmt.Errorf("agent %s reply: %w", agent.Name, llmError{err})
 	}
 	log.Info("agent answered", "agent", agent.Name, "route_by", route.By, "provider", ans.Usage.Provider,
 		"model", ans.Usage.Model, "latency_ms", ans.Usage.LatencyMS, "handoff", ans.Handoff)

@@ -353,3 +353,25 @@ func TestReplyFoldsOldTurnsIntoSummary(t *testing.T) {
 	require.LessOrEqual(t, len(calls[len(calls)-1].History), agents.MemoryTurns)
 	require.NotEmpty(t, calls[len(calls)-1].Summary)
 }
+
+// failingLLM is a provider whose every call fails like an unreachable server.
+type failingLLM struct{ agents.Offline }
+
+func (failingLLM) Reply(context.Context, agents.Request) (agents.Answer, error) {
+	return agents.Answer{}, context.DeadlineExceeded
+}
+
+func TestReplyLLMFailureIsRetriedAndExplained(t *testing.T) {
+	t.Parallel()
+	e := newTurnEnv(t, 5, func(d *jobs.Deps) { d.LLM = failingLLM{} })
+	in := e.inbound("hello")
+	args := jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
+
+	_, err := e.tw.Work(e.ctx, t, e.tx, args, &river.InsertOpts{MaxAttempts: 1})
+	require.Error(t, err)
+	require.Empty(t, e.replies())
+	require.EqualValues(t, 5, e.credits(), "no reply, no debit")
+	ev := e.events(in.MessageID)
+	require.Equal(t, "timeout", ev["turn.llm_failed"]["error"])
+	require.Equal(t, "llm: timeout", ev["turn.failed"]["error"], "the last attempt says the turn gave up")
+}
