@@ -234,7 +234,11 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	replyID, err := store.InsertOutbound(ctx, tx, store.Outbound{
 		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: ans.Text,
 		ReplyToID: &replyTo, Agent: agent.Name, CreditsReserved: price,
-		EventKind: "turn.reply", Event: map[string]any{"reply_to_id": a.MessageID, "agent": agent.Name, "handoff": ans.Handoff},
+		EventKind: "turn.reply", Event: map[string]any{
+			"reply_to_id": a.MessageID, "agent": agent.Name, "handoff": ans.Handoff,
+			"provider": ans.Usage.Provider, "model": ans.Usage.Model, "prompt_tokens": ans.Usage.PromptTokens,
+			"completion_tokens": ans.Usage.CompletionTokens, "latency_ms": ans.Usage.LatencyMS,
+		},
 	})
 	if errors.Is(err, store.ErrDuplicate) {
 		_ = tx.Rollback(ctx)

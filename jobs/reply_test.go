@@ -172,6 +172,13 @@ func TestReplyAnswersWithDebitSendJobAndTrace(t *testing.T) {
 	require.Contains(t, ev["turn.llm"], "prompt_tokens")
 	require.Contains(t, ev["turn.llm"], "latency_ms")
 	require.Contains(t, ev, "turn.replied")
+
+	// The reply's own trace starts with what produced it.
+	replyID := int64(ev["turn.replied"]["reply_message_id"].(float64))
+	reply := e.events(replyID)["turn.reply"]
+	require.Equal(t, "assistant", reply["agent"])
+	require.Equal(t, "offline-rules", reply["model"])
+	require.EqualValues(t, in.MessageID, reply["reply_to_id"])
 }
 
 func TestReplyDebouncedBurstGetsOneReplySeeingAll(t *testing.T) {
