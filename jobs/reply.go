@@ -104,7 +104,9 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error
 				// The last attempt: say so on the inbound message, which
 				// otherwise would just never be answered.
 				outcome = "discarded"
-				_ = store.AddEvent(context.WithoutCancel(ctx), w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
+				ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				_ = store.AddEvent(ectx, w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
 					map[string]any{"reason": "gave up after " + fmt.Sprint(job.Attempt) + " attempts", "error": reason})
 			}
 		}
@@ -186,11 +188,16 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
 	}
 	ans, err := w.provider.Reply(ctx, req)
-	w.metrics.LLM(ans.Usage.Provider, ans.Usage.Model, ans.Usage.Latency, ans.Usage.PromptTokens, ans.Usage.CompletionTokens)
+	if ans.Usage.Provider != "" {
+		w.metrics.LLM(ans.Usage.Provider, ans.Usage.Model, ans.Usage.Latency, ans.Usage.PromptTokens, ans.Usage.CompletionTokens)
+	}
 	if err != nil {
 		// Recorded outside any transaction so the trace keeps every failed
-		// attempt; the error makes River retry the turn.
-		_ = store.AddEvent(ctx, w.db, a.TenantID, a.MessageID, "turn.llm_failed", map[string]any{
+		// attempt (even one cut by the job timeout); the error makes River
+		// retry the turn.
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = store.AddEvent(ectx, w.db, a.TenantID, a.MessageID, "turn.llm_failed", map[string]any{
 			"provider": w.provider.Name(), "agent": agent.Name, "attempt": job.Attempt,
 			"error": agents.ErrorClass(err), "latency_ms": ans.Usage.LatencyMS,
 		})
