@@ -44,6 +44,14 @@ type Deps struct {
 	Debounce time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// AdminToken admits the operator to /api/v1 (everything) and River UI;
+	// empty admits no one.
+	AdminToken string
+	// RiverUI is NewRiverUI's handler, mounted at /riverui/ behind the admin
+	// token; nil = no River UI.
+	RiverUI http.Handler
+	// Metrics records the edge's metrics and serves /metrics; nil = neither.
+	Metrics *Metrics
 }
 
 // server holds the handlers' shared dependencies.
@@ -56,6 +64,29 @@ const MaxBodyBytes = 64 << 10
 
 // NewHandler returns the HTTP handler with every route in one place.
 func NewHandler(d Deps) *gin.Engine {
+	s, r := newServer(d)
+	tw := r.Group("/twilio", s.observeWebhook)
+	tw.POST("/inbound", s.inbound)
+
+	s.mountAPI(r)
+	if s.RiverUI != nil {
+		// Mounted at the full path: River UI strips its own prefix.
+		ui := r.Group(RiverUIPrefix, s.requireAdminUI)
+		ui.Any("/*path", gin.WrapH(s.RiverUI))
+	}
+	return r
+}
+
+// NewWorkerHandler returns the handler of a process that only works jobs:
+// /healthz, /readyz and /metrics. It needs DB, Logger, and optionally Redis
+// and Metrics.
+func NewWorkerHandler(d Deps) *gin.Engine {
+	_, r := newServer(d)
+	return r
+}
+
+// newServer builds the engine with the routes every process serves.
+func newServer(d Deps) (*server, *gin.Engine) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -65,14 +96,15 @@ func NewHandler(d Deps) *gin.Engine {
 	r := gin.New()
 	r.Use(gin.Recovery())
 	r.HandleMethodNotAllowed = true
+	r.NoRoute(noRoute(http.StatusNotFound))
+	r.NoMethod(noRoute(http.StatusMethodNotAllowed))
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-
-	tw := r.Group("/twilio")
-	tw.POST("/inbound", s.inbound)
-
-	return r
+	if s.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(s.Metrics.handler()))
+	}
+	return s, r
 }
 
 // publicURL is the URL Twilio signed: PUBLIC_BASE_URL plus the request's path
