@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/gin-gonic/gin"
 
@@ -11,8 +12,11 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// listConversations handles GET /api/v1/conversations?status=&limit=&cursor=,
-// newest first.
+// uuidRE matches a tenant id.
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// listConversations handles GET /api/v1/conversations?status=&limit=&cursor=
+// (and, for the operator, &tenant_id=), newest first.
 func (s *server) listConversations(c *gin.Context) {
 	limit, before, err := readPage(c)
 	if err != nil {
@@ -26,7 +30,21 @@ func (s *server) listConversations(c *gin.Context) {
 		s.apiError(c, invalid("status must be bot, human or closed"))
 		return
 	}
-	items, err := store.ListConversations(c.Request.Context(), s.DB, who(c).scope(), store.ConversationFilter{
+	scope := who(c).scope()
+	if id := c.Query("tenant_id"); id != "" {
+		// The operator may narrow the list to one tenant; a tenant key
+		// naming another tenant sees nothing.
+		if !uuidRE.MatchString(id) {
+			s.apiError(c, invalid("tenant_id is not a tenant id"))
+			return
+		}
+		if !who(c).owns(id) {
+			writeList(c, []store.ConversationView{}, limit, nil)
+			return
+		}
+		scope = store.TenantScope(id)
+	}
+	items, err := store.ListConversations(c.Request.Context(), s.DB, scope, store.ConversationFilter{
 		Status: status, BeforeID: before, Limit: limit + 1,
 	})
 	if err != nil {
