@@ -31,8 +31,11 @@ func (s Scope) TenantID() (string, bool) { return s.tenantID, !s.all }
 // filter returns the SQL condition that keeps col within the scope, adding
 // its argument to args.
 func (s Scope) filter(col string, args *[]any) string {
-	if s.all {
+	switch {
+	case s.all:
 		return "TRUE"
+	case s.tenantID == "":
+		return "FALSE"
 	}
 	*args = append(*args, s.tenantID)
 	return col + " = $" + strconv.Itoa(len(*args))
@@ -150,17 +153,38 @@ func oneMessage(ctx context.Context, db DBTX, sql string, args []any) (Message, 
 
 // Event is one entry of a message's trace.
 type Event struct {
-	At     time.Time       `db:"at" json:"at"`
-	Kind   string          `db:"kind" json:"kind"`
-	Detail json.RawMessage `db:"detail" json:"detail"`
+	MessageID int64           `db:"message_id" json:"message_id"`
+	At        time.Time       `db:"at" json:"at"`
+	Kind      string          `db:"kind" json:"kind"`
+	Detail    json.RawMessage `db:"detail" json:"detail"`
 }
 
-// MessageEvents returns a message's trace in scope, in the order it happened.
-func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageID int64) ([]Event, error) {
-	args := []any{messageID}
+// RelatedMessages returns the ids of the messages whose story is part of
+// this one's: the reply to it, or the message it replies to.
+func RelatedMessages(ctx context.Context, db DBTX, scope Scope, m Message) ([]int64, error) {
+	args := []any{m.ID}
 	where := scope.filter("tenant_id", &args)
-	rows, err := db.Query(ctx, `SELECT at, kind, detail FROM message_events
-		WHERE message_id = $1 AND `+where+` ORDER BY at, id`, args...)
+	rows, err := db.Query(ctx, `SELECT id FROM messages WHERE reply_to_id = $1 AND `+where+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("related messages: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("related messages: %w", err)
+	}
+	if m.ReplyToID != nil {
+		ids = append(ids, *m.ReplyToID)
+	}
+	return ids, nil
+}
+
+// MessageEvents returns the traces of messages in scope as one timeline,
+// in the order things happened.
+func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]Event, error) {
+	args := []any{messageIDs}
+	where := scope.filter("tenant_id", &args)
+	rows, err := db.Query(ctx, `SELECT message_id, at, kind, detail FROM message_events
+		WHERE message_id = ANY($1) AND `+where+` ORDER BY at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("message events: %w", err)
 	}
@@ -184,26 +208,31 @@ type MessageJob struct {
 	Errors      json.RawMessage `db:"errors" json:"errors"`
 }
 
-// MessageJobs returns the River jobs whose args name the message (its turn
-// or its send), oldest first. args @> uses River's GIN index on args.
-func MessageJobs(ctx context.Context, db DBTX, scope Scope, messageID int64) ([]MessageJob, error) {
-	filter := map[string]any{"message_id": messageID}
-	if id, ok := scope.TenantID(); ok {
-		filter["tenant_id"] = id
-	}
-	b, err := json.Marshal(filter)
-	if err != nil {
-		return nil, fmt.Errorf("message jobs: %w", err)
-	}
-	rows, err := db.Query(ctx, `SELECT id, kind, state::text AS state, attempt, max_attempts, scheduled_at, finalized_at,
-		       COALESCE(to_jsonb(errors), '[]'::jsonb) AS errors
-		FROM river_job WHERE args @> $1::jsonb ORDER BY id`, b)
-	if err != nil {
-		return nil, fmt.Errorf("message jobs: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[MessageJob])
-	if err != nil {
-		return nil, fmt.Errorf("message jobs: %w", err)
+// MessageJobs returns the River jobs whose args name one of the messages
+// (their turn or their send), oldest first. args @> uses River's GIN index
+// on args.
+func MessageJobs(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]MessageJob, error) {
+	var list []MessageJob
+	for _, id := range messageIDs {
+		filter := map[string]any{"message_id": id}
+		if t, ok := scope.TenantID(); ok {
+			filter["tenant_id"] = t
+		}
+		b, err := json.Marshal(filter)
+		if err != nil {
+			return nil, fmt.Errorf("message jobs: %w", err)
+		}
+		rows, err := db.Query(ctx, `SELECT id, kind, state::text AS state, attempt, max_attempts, scheduled_at, finalized_at,
+			       COALESCE(to_jsonb(errors), '[]'::jsonb) AS errors
+			FROM river_job WHERE args @> $1::jsonb ORDER BY id`, b)
+		if err != nil {
+			return nil, fmt.Errorf("message jobs: %w", err)
+		}
+		jobs, err := pgx.CollectRows(rows, pgx.RowToStructByName[MessageJob])
+		if err != nil {
+			return nil, fmt.Errorf("message jobs: %w", err)
+		}
+		list = append(list, jobs...)
 	}
 	return list, nil
 }

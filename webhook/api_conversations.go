@@ -201,9 +201,10 @@ func (s *server) findMessages(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": nil})
 }
 
-// trace handles GET /api/v1/messages/:id/trace: the message, its timeline
-// (webhook, turn, agent, send attempts, status callbacks) and the River jobs
-// that worked on it, with their state and errors.
+// trace handles GET /api/v1/messages/:id/trace: the message and one
+// timeline (webhook, turn, agent, send attempts, status callbacks) that
+// also takes in its reply or the message it answers, each event naming its
+// message, plus the River jobs that worked on them, with state and errors.
 func (s *server) trace(c *gin.Context) {
 	id, err := pathID(c, "id")
 	if err != nil {
@@ -216,12 +217,18 @@ func (s *server) trace(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	events, err := store.MessageEvents(ctx, s.DB, scope, id)
+	related, err := store.RelatedMessages(ctx, s.DB, scope, msg)
 	if err != nil {
 		s.apiError(c, err)
 		return
 	}
-	jobList, err := store.MessageJobs(ctx, s.DB, scope, id)
+	ids := append([]int64{id}, related...)
+	events, err := store.MessageEvents(ctx, s.DB, scope, ids)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	jobList, err := store.MessageJobs(ctx, s.DB, scope, ids)
 	if err != nil {
 		s.apiError(c, err)
 		return
@@ -232,5 +239,8 @@ func (s *server) trace(c *gin.Context) {
 	if jobList == nil {
 		jobList = []store.MessageJob{}
 	}
-	c.JSON(http.StatusOK, gin.H{"message": msg, "events": events, "jobs": jobList})
+	if related == nil {
+		related = []int64{}
+	}
+	c.JSON(http.StatusOK, gin.H{"message": msg, "related_message_ids": related, "events": events, "jobs": jobList})
 }

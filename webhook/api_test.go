@@ -125,10 +125,12 @@ type listOf[T any] struct {
 
 type trace struct {
 	Message message `json:"message"`
+	Related []int64 `json:"related_message_ids"`
 	Events  []struct {
-		At     string         `json:"at"`
-		Kind   string         `json:"kind"`
-		Detail map[string]any `json:"detail"`
+		MessageID int64          `json:"message_id"`
+		At        string         `json:"at"`
+		Kind      string         `json:"kind"`
+		Detail    map[string]any `json:"detail"`
 	} `json:"events"`
 	Jobs []struct {
 		Kind  string `json:"kind"`
@@ -287,6 +289,40 @@ func TestAPIConversationsMessagesAndTrace(t *testing.T) {
 
 	conv = call[conversation](t, o, "POST", "/api/v1/conversations/"+id(w.conv.ID)+"/handoff", key, map[string]string{"to": "bot"}, 200)
 	require.Equal(t, "bot", conv.Status)
+}
+
+func TestAPITraceFollowsTheReply(t *testing.T) {
+	t.Parallel()
+	o := newOps(t)
+	w := newWorld(t, o)
+	key := bearer(w.ten.APIKey)
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+
+	// The turn writes a bot reply to the inbound message; its send records an attempt.
+	replyID, err := store.InsertOutbound(ctx, pool, store.Outbound{
+		TenantID: w.ten.ID, ConversationID: w.conv.ID, Author: "bot", Body: "Hi!", ReplyToID: &w.msg.ID,
+		Agent: "assistant", EventKind: "turn.replied", Event: map[string]any{"agent": "assistant", "why": "keyword hello"},
+	})
+	require.NoError(t, err)
+	require.NoError(t, store.AddEvent(ctx, pool, w.ten.ID, replyID, "send.accepted", map[string]any{"twilio_sid": "SMx"}))
+
+	// Either end of the exchange tells the whole story, in order.
+	for _, msgID := range []int64{w.msg.ID, replyID} {
+		tr := call[trace](t, o, "GET", "/api/v1/messages/"+id(msgID)+"/trace", key, nil, 200)
+		require.Equal(t, msgID, tr.Message.ID)
+		var kinds []string
+		for _, e := range tr.Events {
+			kinds = append(kinds, e.Kind)
+		}
+		require.Equal(t, []string{"webhook.received", "turn.replied", "send.accepted"}, kinds)
+		require.Equal(t, w.msg.ID, tr.Events[0].MessageID)
+		require.Equal(t, replyID, tr.Events[2].MessageID)
+		require.Len(t, tr.Related, 1)
+	}
+	// Another tenant's key sees neither.
+	other := testdb.NewTenant(t, pool, 0)
+	call[apiError](t, o, "GET", "/api/v1/messages/"+id(replyID)+"/trace", bearer(other.APIKey), nil, 404)
 }
 
 func TestAPIHumanSendRefusedForClosedOrOptedOut(t *testing.T) {

@@ -32,6 +32,10 @@ func TestRiverUIRequiresAdmin(t *testing.T) {
 			require.Equal(t, http.StatusOK, rec.Code, "%s with admin: %s", path, rec.Body.String())
 		}
 	}
+	// The bare prefix redirects to the UI and shows nothing by itself.
+	rec := o.do(t, "GET", "/riverui", "", nil)
+	require.NotEqual(t, http.StatusOK, rec.Code)
+	require.Less(t, rec.Code, 500)
 	page := o.do(t, "GET", "/riverui/", bearer(o.admin), nil)
 	require.Contains(t, page.Header().Get("Content-Type"), "text/html")
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -215,6 +216,8 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		return fmt.Errorf("river client: %w", err)
 	}
 
+	// Gin's debug mode prints every route to stdout at start: not for a server.
+	gin.SetMode(gin.ReleaseMode)
 	var handler http.Handler
 	addr := a.cfg.WorkerHTTPAddr
 	if httpEdge {
