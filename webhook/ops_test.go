@@ -2,14 +2,17 @@ package webhook_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/webhook"
 )
 
 func TestRiverUIRequiresAdmin(t *testing.T) {
@@ -79,4 +82,22 @@ func TestMetricsAfterAMessageFlows(t *testing.T) {
 	// Labels carry no tenant ids, numbers or bodies.
 	require.NotContains(t, m, ten.ID)
 	require.NotContains(t, m, strings.TrimPrefix(ten.WhatsApp, "whatsapp:"))
+}
+
+func TestWorkerHandlerServesOnlyProbesAndMetrics(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t)
+	h := webhook.NewWorkerHandler(webhook.Deps{
+		DB:      pool,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: webhook.NewMetrics(prometheus.NewRegistry(), pool),
+	})
+	for path, status := range map[string]int{
+		"/healthz": 200, "/readyz": 200, "/metrics": 200,
+		"/api/v1/conversations": 404, "/riverui/": 404, "/twilio/inbound": 404,
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, status, rec.Code, path)
+	}
 }
