@@ -151,8 +151,8 @@ func oneMessage(ctx context.Context, db DBTX, sql string, args []any) (Message, 
 	return m, nil
 }
 
-// Event is one entry of a message's trace.
-type Event struct {
+// TraceEvent is one entry of a message's trace.
+type TraceEvent struct {
 	MessageID int64           `db:"message_id" json:"message_id"`
 	At        time.Time       `db:"at" json:"at"`
 	Kind      string          `db:"kind" json:"kind"`
@@ -180,7 +180,7 @@ func RelatedMessages(ctx context.Context, db DBTX, scope Scope, m Message) ([]in
 
 // MessageEvents returns the traces of messages in scope as one timeline,
 // in the order things happened.
-func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]Event, error) {
+func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]TraceEvent, error) {
 	args := []any{messageIDs}
 	where := scope.filter("tenant_id", &args)
 	rows, err := db.Query(ctx, `SELECT message_id, at, kind, detail FROM message_events
@@ -188,7 +188,7 @@ func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64
 	if err != nil {
 		return nil, fmt.Errorf("message events: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[Event])
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[TraceEvent])
 	if err != nil {
 		return nil, fmt.Errorf("message events: %w", err)
 	}

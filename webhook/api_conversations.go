@@ -234,7 +234,7 @@ func (s *server) trace(c *gin.Context) {
 		return
 	}
 	if events == nil {
-		events = []store.Event{}
+		events = []store.TraceEvent{}
 	}
 	if jobList == nil {
 		jobList = []store.MessageJob{}
