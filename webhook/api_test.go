@@ -29,7 +29,7 @@ type ops struct {
 	admin string
 }
 
-func newOps(t *testing.T) ops {
+func newOps(t testing.TB) ops {
 	t.Helper()
 	pool := testdb.Pool(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -57,7 +57,7 @@ func bearer(tok string) string { return "Bearer " + tok }
 
 // do sends a request with an Authorization header (none when auth is "");
 // body is sent as is when it is a string, else as JSON.
-func (o ops) do(t *testing.T, method, path, auth string, body any) *httptest.ResponseRecorder {
+func (o ops) do(t testing.TB, method, path, auth string, body any) *httptest.ResponseRecorder {
 	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
