@@ -186,22 +186,6 @@ func textField(field, v string, required bool, maxRunes int) (string, error) {
 	return v, nil
 }
 
-// mountAPI registers /api/v1: every route authenticates; creating tenants
-// and adding credits are the operator's alone.
-func (s *server) mountAPI(r *gin.Engine) {
-	api := r.Group("/api/v1", s.observeAPI, s.authenticate)
-	api.POST("/tenants", s.requireAdmin, s.createTenant)
-	api.POST("/tenants/:id/accounts", s.addAccount)
-	api.POST("/tenants/:id/credits", s.requireAdmin, s.addCredits)
-	api.PUT("/tenants/:id/agents/:name", s.putAgent)
-	api.GET("/conversations", s.listConversations)
-	api.GET("/conversations/:id/messages", s.listMessages)
-	api.POST("/conversations/:id/messages", s.sendMessage)
-	api.POST("/conversations/:id/handoff", s.handoff)
-	api.GET("/messages", s.findMessages)
-	api.GET("/messages/:id/trace", s.trace)
-}
-
 // noRoute answers unknown routes and methods: JSON under /api, text elsewhere.
 func noRoute(status int) gin.HandlerFunc {
 	return func(c *gin.Context) {

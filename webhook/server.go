@@ -68,7 +68,20 @@ func NewHandler(d Deps) *gin.Engine {
 	tw := r.Group("/twilio", s.observeWebhook)
 	tw.POST("/inbound", s.inbound)
 
-	s.mountAPI(r)
+	// The operator API: every route authenticates; creating tenants and
+	// adding credits are the operator's alone.
+	api := r.Group("/api/v1", s.observeAPI, s.authenticate)
+	api.POST("/tenants", s.requireAdmin, s.createTenant)
+	api.POST("/tenants/:id/accounts", s.addAccount)
+	api.POST("/tenants/:id/credits", s.requireAdmin, s.addCredits)
+	api.PUT("/tenants/:id/agents/:name", s.putAgent)
+	api.GET("/conversations", s.listConversations)
+	api.GET("/conversations/:id/messages", s.listMessages)
+	api.POST("/conversations/:id/messages", s.sendMessage)
+	api.POST("/conversations/:id/handoff", s.handoff)
+	api.GET("/messages", s.findMessages)
+	api.GET("/messages/:id/trace", s.trace)
+
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.
 		ui := r.Group(RiverUIPrefix, s.requireAdminUI)
