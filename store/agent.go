@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -22,12 +24,13 @@ type Agent struct {
 	Keywords     []string   `db:"keywords" json:"keywords"`
 	FAQ          []FAQEntry `db:"faq" json:"faq"`
 	IsDefault    bool       `db:"is_default" json:"is_default"`
+	UpdatedAt    time.Time  `db:"updated_at" json:"updated_at"`
 }
 
 // ListAgents returns a tenant's agents, the default first, then by name.
 func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) {
 	rows, err := db.Query(ctx, `
-		SELECT name, system_prompt, model, tools, keywords, faq, is_default
+		SELECT name, system_prompt, model, tools, keywords, faq, is_default, updated_at
 		FROM agents WHERE tenant_id = $1 ORDER BY is_default DESC, name`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
@@ -37,4 +40,51 @@ func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) 
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	return list, nil
+}
+
+// PutAgent creates or replaces a tenant's agent by name and reports whether
+// it was created. isDefault nil keeps the agent's current flag (false for a
+// new one); true makes it the tenant's only default agent.
+func PutAgent(ctx context.Context, db DBTX, tenantID string, a Agent, isDefault *bool) (Agent, bool, error) {
+	if a.Tools == nil {
+		a.Tools = []string{"handoff_to_human"}
+	}
+	if a.Keywords == nil {
+		a.Keywords = []string{}
+	}
+	if a.FAQ == nil {
+		a.FAQ = []FAQEntry{}
+	}
+	faq, err := json.Marshal(a.FAQ)
+	if err != nil {
+		return Agent{}, false, fmt.Errorf("put agent: %w", err)
+	}
+	var out Agent
+	var created bool
+	err = db.QueryRow(ctx, `
+		WITH up AS (
+			INSERT INTO agents (tenant_id, name, system_prompt, model, tools, keywords, faq, is_default)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::boolean, false))
+			ON CONFLICT (tenant_id, name) DO UPDATE SET
+				system_prompt = EXCLUDED.system_prompt, model = EXCLUDED.model, tools = EXCLUDED.tools,
+				keywords = EXCLUDED.keywords, faq = EXCLUDED.faq,
+				is_default = COALESCE($8::boolean, agents.is_default), updated_at = now()
+			RETURNING name, system_prompt, model, tools, keywords, faq, is_default, updated_at, xmax = 0 AS created
+		), others AS (
+			UPDATE agents SET is_default = false, updated_at = now()
+			WHERE tenant_id = $1 AND name <> $2 AND is_default AND $8::boolean IS TRUE
+		)
+		SELECT name, system_prompt, model, tools, keywords, faq, is_default, updated_at, created FROM up`,
+		tenantID, a.Name, a.SystemPrompt, a.Model, a.Tools, a.Keywords, faq, isDefault,
+	).Scan(&out.Name, &out.SystemPrompt, &out.Model, &out.Tools, &out.Keywords, &faq, &out.IsDefault, &out.UpdatedAt, &created)
+	if err != nil {
+		if isForeignKeyViolation(err) {
+			return Agent{}, false, ErrNotFound
+		}
+		return Agent{}, false, fmt.Errorf("put agent: %w", notFound(err))
+	}
+	if err := json.Unmarshal(faq, &out.FAQ); err != nil {
+		return Agent{}, false, fmt.Errorf("put agent: %w", err)
+	}
+	return out, created, nil
 }

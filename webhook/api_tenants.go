@@ -170,14 +170,14 @@ func (s *server) putAgent(c *gin.Context) {
 		Model        string           `json:"model"`
 		Tools        []string         `json:"tools"`
 		Keywords     []string         `json:"keywords"`
-		FAQ          []store.AgentFAQ `json:"faq"`
+		FAQ          []store.FAQEntry `json:"faq"`
 		IsDefault    *bool            `json:"is_default"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
 		return
 	}
-	a := store.AgentSpec{Name: name, Tools: req.Tools}
+	a := store.Agent{Name: name, Tools: req.Tools}
 	if a.SystemPrompt, err = textField("system_prompt", req.SystemPrompt, false, 20000); err != nil {
 		s.apiError(c, err)
 		return
@@ -205,7 +205,7 @@ func (s *server) putAgent(c *gin.Context) {
 		return
 	}
 	for i, f := range req.FAQ {
-		var e store.AgentFAQ
+		var e store.FAQEntry
 		if e.Keywords, err = keywords(fmt.Sprintf("faq[%d].keywords", i), f.Keywords); err != nil {
 			s.apiError(c, err)
 			return

@@ -207,13 +207,13 @@ func TestAPITenantLifecycle(t *testing.T) {
 		"keywords": []string{"shoe", "size"}, "faq": []map[string]any{{"keywords": []string{"return"}, "answer": "30 days."}},
 		"is_default": true,
 	}
-	got := call[store.AgentSpec](t, o, "PUT", "/api/v1/tenants/"+tenantID+"/agents/sales", bearer(key), agent, 201)
+	got := call[store.Agent](t, o, "PUT", "/api/v1/tenants/"+tenantID+"/agents/sales", bearer(key), agent, 201)
 	require.Equal(t, "sales", got.Name)
 	require.True(t, got.IsDefault)
-	require.Equal(t, []store.AgentFAQ{{Keywords: []string{"return"}, Answer: "30 days."}}, got.FAQ)
+	require.Equal(t, []store.FAQEntry{{Keywords: []string{"return"}, Answer: "30 days."}}, got.FAQ)
 	agent["model"] = "gpt-4o"
 	delete(agent, "is_default")
-	got = call[store.AgentSpec](t, o, "PUT", "/api/v1/tenants/"+tenantID+"/agents/sales", admin, agent, 200)
+	got = call[store.Agent](t, o, "PUT", "/api/v1/tenants/"+tenantID+"/agents/sales", admin, agent, 200)
 	require.Equal(t, "gpt-4o", got.Model)
 	require.True(t, got.IsDefault, "an omitted is_default keeps the flag")
 
