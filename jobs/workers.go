@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -34,12 +35,22 @@ type Deps struct {
 	Now func() time.Time
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Sealer opens the Twilio auth tokens stored sealed.
+	Sealer *store.Sealer
+	// Twilio sends messages (NewTwilio with TWILIO_API_URL and TWILIO_TIMEOUT).
+	// Without it (and Sealer) conversa.send is not registered.
+	Twilio *Twilio
 }
 
 // AddWorkers registers every Conversa worker on w.
 func AddWorkers(w *river.Workers, d Deps) error {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Twilio != nil && d.Sealer != nil {
+		if err := river.AddWorkerSafely(w, NewSendWorker(d)); err != nil {
+			return fmt.Errorf("add send worker: %w", err)
+		}
 	}
 	return nil
 }

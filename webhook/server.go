@@ -71,6 +71,7 @@ func NewHandler(d Deps) *gin.Engine {
 
 	tw := r.Group("/twilio")
 	tw.POST("/inbound", s.inbound)
+	tw.POST("/status", s.status)
 
 	return r
 }
