@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,7 +40,14 @@ type Pacer struct {
 	DB      store.DBTX
 	MaxWait time.Duration
 	Logger  *slog.Logger
+
+	// redisDownUntil (unix nanoseconds) skips Redis for a while after it
+	// failed, so a dead Redis costs one failed call, not one per send.
+	redisDownUntil atomic.Int64
 }
+
+// redisRetryAfter is how long the pacer stays on Postgres after Redis failed.
+const redisRetryAfter = 5 * time.Second
 
 // paceScript reserves the next slot of KEYS[1]; ARGV: interval and max wait
 // in microseconds. It returns {1, wait} for a slot taken, {0, retry-after}
@@ -61,7 +69,7 @@ return {1, wait}
 // means no slot is free within MaxWait; come back after wait.
 func (p *Pacer) Reserve(ctx context.Context, address string, rate float64) (wait time.Duration, ok bool, err error) {
 	interval := time.Duration(float64(time.Second) / rate)
-	if p.Redis != nil {
+	if p.Redis != nil && time.Now().UnixNano() >= p.redisDownUntil.Load() {
 		res, err := paceScript.Run(ctx, p.Redis, []string{"conversa:pace:" + address},
 			interval.Microseconds(), p.MaxWait.Microseconds()).Int64Slice()
 		if err == nil && len(res) == 2 {
@@ -70,6 +78,7 @@ func (p *Pacer) Reserve(ctx context.Context, address string, rate float64) (wait
 		if ctx.Err() != nil {
 			return 0, false, ctx.Err()
 		}
+		p.redisDownUntil.Store(time.Now().Add(redisRetryAfter).UnixNano())
 		if p.Logger != nil {
 			p.Logger.Warn("redis pacing unavailable; pacing in postgres", "error", err)
 		}
