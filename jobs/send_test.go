@@ -35,12 +35,17 @@ type envOpts struct {
 	apiURL   string // default: the fake's URL
 	timeout  time.Duration
 	fakeOpts faketwilio.Options
+	// publicBaseURL is where status callbacks go (default: nowhere).
+	publicBaseURL string
 }
 
 func newSendEnv(t *testing.T, o envOpts) *sendEnv {
 	t.Helper()
 	if o.db == nil {
 		o.db = testdb.Tx(t)
+	}
+	if o.publicBaseURL == "" {
+		o.publicBaseURL = "http://127.0.0.1:1"
 	}
 	if o.timeout == 0 {
 		o.timeout = 400 * time.Millisecond
@@ -61,7 +66,7 @@ func newSendEnv(t *testing.T, o envOpts) *sendEnv {
 		DB:            o.db,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Redis:         o.redis,
-		PublicBaseURL: "http://127.0.0.1:1",
+		PublicBaseURL: o.publicBaseURL,
 		Sealer:        testdb.Sealer(t),
 		Twilio:        tw,
 	})
