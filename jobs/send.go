@@ -24,6 +24,9 @@ const (
 	// paceMaxWait is the longest a send sleeps for its slot; further out it
 	// snoozes. Far below the job timeout.
 	paceMaxWait = time.Second
+	// sendDeadlineMargin is kept free between a create call's timeout and
+	// the job's deadline.
+	sendDeadlineMargin = 500 * time.Millisecond
 )
 
 // SendWorker works conversa.send: it delivers one outbound message through
@@ -136,7 +139,7 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 			if lastAttempt {
 				return w.fail(ctx, log, d, "", "send_outcome_unknown")
 			}
-			return "retry", fmt.Errorf("look up earlier send: %w", err)
+			return "retry", fmt.Errorf("look up earlier send: %w", Classify(err))
 		}
 		if found != nil {
 			if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, found.SID, found.Status, "lookup"); err != nil {
@@ -168,6 +171,12 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 		}
 	}
 
+	// A create call must end before the job times out: a job still inside
+	// one when River rescues it could run twice at once. twilio-go takes no
+	// context, so check the time left instead.
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
+		return "snoozed", river.JobSnooze(time.Second)
+	}
 	claimed, err := store.ClaimSend(ctx, w.db, d.TenantID, d.MessageID, job.Attempt)
 	if err != nil {
 		return "retry", err

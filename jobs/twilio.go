@@ -25,6 +25,9 @@ type Twilio struct {
 	http *http.Client
 }
 
+// Timeout is the per-request timeout: the longest one call to Twilio takes.
+func (t *Twilio) Timeout() time.Duration { return t.http.Timeout }
+
 // NewTwilio returns a sender for the API at apiURL (https://api.twilio.com,
 // or the sandbox's URL) whose requests give up after timeout.
 func NewTwilio(apiURL string, timeout time.Duration) (*Twilio, error) {
@@ -108,9 +111,10 @@ type Sent struct {
 	Created           time.Time
 }
 
-// maxLookupPages bounds a look-up: To+From narrow the list to one
-// conversation, newest first, so the window is a page or two.
-const maxLookupPages = 5
+// maxLookupPages bounds a look-up (each page is one request within the job
+// timeout): To+From narrow the list to one conversation, newest first, and
+// the window is minutes, so one page of 50 nearly always covers it.
+const maxLookupPages = 2
 
 // FindSent lists the messages from → to that Twilio created at or after
 // since, newest first. It filters on date_created itself rather than with
@@ -175,8 +179,10 @@ type SendError struct {
 	Err    error
 }
 
+// Error leaves Twilio's own text out: it can hold phone numbers, and the
+// error is stored with the job and logged.
 func (e *SendError) Error() string {
-	return fmt.Sprintf("twilio send %s (%s, code %d, http %d): %v", e.Class, e.Reason, e.Code, e.HTTPStatus, e.Err)
+	return fmt.Sprintf("twilio %s: %s (code %d, http %d)", e.Class, e.Reason, e.Code, e.HTTPStatus)
 }
 
 func (e *SendError) Unwrap() error { return e.Err }
