@@ -142,7 +142,7 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 			return "retry", fmt.Errorf("look up earlier send: %w", Classify(err))
 		}
 		if found != nil {
-			if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, found.SID, found.Status, "lookup"); err != nil {
+			if err := w.markSent(ctx, d, found.SID, found.Status, "lookup"); err != nil {
 				return "retry", err
 			}
 			w.metrics.Duplicate("send")
@@ -189,7 +189,7 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 	sid, status, err := w.twilio.Send(msg)
 	if err == nil {
 		w.metrics.TwilioSend(ClassAccepted)
-		if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, sid, status, "create"); err != nil {
+		if err := w.markSent(ctx, d, sid, status, "create"); err != nil {
 			// Twilio has it; the status callback (keyed by ?m=) or the next
 			// attempt's look-up will record the SID.
 			return "retry", fmt.Errorf("store sent message: %w", err)
@@ -272,6 +272,23 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 		return &s, nil
 	}
 	return nil, nil
+}
+
+// markSent records the SID in a transaction of its own: the row lock keeps a
+// status callback that carries the same SID from recording it a second time.
+func (w *SendWorker) markSent(ctx context.Context, d store.Delivery, sid, status, how string) error {
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, how); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // fail ends the message as failed with a reason (and Twilio's code), refunds
