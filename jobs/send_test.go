@@ -397,3 +397,26 @@ func TestSendOutsideWhatsAppWindow(t *testing.T) {
 		require.Equal(t, "quick answer", got[0].Body)
 	})
 }
+
+func TestSendRetryAfterCallbackRecordedTheSIDSendsNothing(t *testing.T) {
+	t.Parallel()
+	e := newSendEnv(t, envOpts{})
+	contact := testdb.PhoneNumber()
+	id := e.outbound(t, e.conversation(t, e.ten.SMS, contact), "hello")
+	e.fake.Inject(faketwilio.Fault{Kind: faketwilio.FaultAcceptThenDrop})
+	res := e.work(t, e.tx(t), id, nil)
+	require.Equal(t, river.EventKindJobFailed, res.EventKind)
+	accepted := e.fake.Accepted(contact)
+	require.Len(t, accepted, 1)
+
+	// Twilio's status callback (keyed by ?m=) arrives before the retry.
+	_, err := store.ApplyStatus(context.Background(), e.db, store.StatusUpdate{
+		TenantID: e.ten.ID, MessageID: id, MessageSID: accepted[0].SID, Status: "sent",
+	})
+	require.NoError(t, err)
+
+	res = e.again(t, res)
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	require.Equal(t, 1, e.fake.Requests(), "no look-up needed, no second send")
+	require.Equal(t, store.StatusSent, e.message(t, id).Status)
+}
