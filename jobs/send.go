@@ -81,8 +81,35 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	a := job.Args
 	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", kind)
 	outcome, err := w.work(ctx, job, log)
+	if outcome == "retry" && job.Attempt >= job.MaxAttempts {
+		// River discards the job after this: leave the message failed with a
+		// reason, not stuck (best effort: the database may be what failed).
+		if ferr := w.giveUp(ctx, a); ferr != nil {
+			log.Error("send: could not mark the message failed after the last attempt", "error", ferr)
+		}
+	}
 	w.metrics.Job(kind, outcome)
 	return err
+}
+
+// giveUp fails a message whose job is out of attempts for an error of ours.
+func (w *SendWorker) giveUp(ctx context.Context, a SendArgs) error {
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	var sid *string
+	if err := tx.QueryRow(ctx, `SELECT twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2`, a.MessageID, a.TenantID).Scan(&sid); err != nil {
+		return err
+	}
+	if sid != nil {
+		return nil // Twilio took it; callbacks carry it on.
+	}
+	if _, err := store.MarkFailed(ctx, tx, a.TenantID, a.MessageID, "", "send_gave_up"); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *slog.Logger) (string, error) {
@@ -191,8 +218,8 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 		w.metrics.TwilioSend(ClassAccepted)
 		if err := w.markSent(ctx, d, sid, status, "create"); err != nil {
 			// Twilio has it; the status callback (keyed by ?m=) or the next
-			// attempt's look-up will record the SID.
-			return "retry", fmt.Errorf("store sent message: %w", err)
+			// attempt's look-up will record the SID. Never given up as failed.
+			return "retry_sent", fmt.Errorf("store sent message: %w", err)
 		}
 		if d.ReplyToCreatedAt != nil {
 			w.metrics.ReplySent(w.now().Sub(*d.ReplyToCreatedAt))
