@@ -71,6 +71,7 @@ func NewHandler(d Deps) *gin.Engine {
 	s, r := newServer(d)
 	tw := r.Group("/twilio", s.observeWebhook, limitRejected(newIPLimiter(20, 200, s.Now)))
 	tw.POST("/inbound", s.inbound)
+	tw.POST("/status", s.status)
 
 	// The operator API: every route authenticates; creating tenants and
 	// adding credits are the operator's alone.
