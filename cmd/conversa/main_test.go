@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -60,8 +61,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServer runs `conversa run` on a free port until the test ends, and
-// waits for /readyz.
-func startServer(t *testing.T, extra env) (string, env) {
+// waits for /readyz. It returns the base URL, the environment, and the
+// process's log output.
+func startServer(t *testing.T, extra env) (string, env, *syncBuffer) {
 	t.Helper()
 	addr := freeAddr(t)
 	base := "http://" + addr
@@ -112,12 +114,12 @@ func startServer(t *testing.T, extra env) (string, env) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return base, e
+	return base, e, &errOut
 }
 
 func TestRunServesAndShutsDown(t *testing.T) {
 	t.Parallel()
-	base, _ := startServer(t, nil)
+	base, _, _ := startServer(t, nil)
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(base + path)
 		require.NoError(t, err)
@@ -209,4 +211,29 @@ func TestHelpExitsZero(t *testing.T) {
 	code, out, _ := runCLI(t, env{}, "account", "add", "--help")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "--number")
+}
+
+// TestDemoDeliversAndLogsCarryNoPersonalData runs `conversa demo` against a
+// running server (sandbox Twilio, offline agent), then scans everything the
+// server logged for the message body, phone numbers, tokens and API keys.
+func TestDemoDeliversAndLogsCarryNoPersonalData(t *testing.T) {
+	t.Parallel()
+	base, e, logs := startServer(t, env{"DEBOUNCE": "200ms"})
+	demoEnv := env{"DATABASE_URL": e["DATABASE_URL"], "PUBLIC_BASE_URL": base}
+	body := "Hello, what are your opening hours? My card is 4111"
+	code, out, stderr := runCLI(t, demoEnv, "demo", "--body", body)
+	require.Equal(t, 0, code, "demo failed: %s\n%s\nserver log:\n%s", stderr, out, logs.String())
+	require.Contains(t, out, "delivered")
+	require.Contains(t, out, "Monday to Friday", "the offline agent answered the hours question")
+
+	apiKey := regexp.MustCompile(`cvk_[A-Za-z0-9_-]+`).FindString(out)
+	require.NotEmpty(t, apiKey)
+	log := logs.String()
+	require.NotEmpty(t, log)
+	require.NotContains(t, log, body)
+	require.NotContains(t, log, "opening hours")
+	require.NotContains(t, log, "Monday to Friday", "reply bodies stay out of logs")
+	require.NotContains(t, log, apiKey)
+	require.NotContains(t, log, e["ADMIN_TOKEN"])
+	require.NotRegexp(t, `\+1(415|555)[0-9]{7}`, log, "no phone numbers in logs")
 }

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +46,7 @@ type bench struct {
 	pool     *pgxpool.Pool
 	sealer   *store.Sealer
 	tenant   benchTenant
+	soak     time.Duration
 }
 
 type benchTenant struct {
@@ -176,14 +176,15 @@ func (b *bench) edgeServer(ctx context.Context) (string, func(), error) {
 type sender struct {
 	hc      *http.Client
 	target  string
+	signAs  string // the PUBLIC_BASE_URL the server checks signatures against
 	tenant  benchTenant
 	counter atomic.Int64
 	prefix  string
 }
 
-func newSender(target string, t benchTenant) *sender {
+func newSender(target, signAs string, t benchTenant) *sender {
 	tr := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second}
-	return &sender{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, target: target, tenant: t, prefix: randHex(4)}
+	return &sender{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, target: target, signAs: signAs, tenant: t, prefix: randHex(4)}
 }
 
 // post sends one inbound message from contact c to number n and returns its latency.
@@ -200,7 +201,7 @@ func (s *sender) post(ctx context.Context, contact string, number string) (time.
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(s.tenant.token, "http://bench.local/twilio/inbound", form))
+	req.Header.Set("X-Twilio-Signature", webhook.Signature(s.tenant.token, s.signAs+"/twilio/inbound", form))
 	start := time.Now()
 	resp, err := s.hc.Do(req)
 	if err != nil {
@@ -266,7 +267,7 @@ func (b *bench) ingestFigure(ctx context.Context, r *report, dur time.Duration, 
 		return err
 	}
 	defer stop()
-	s := newSender(target, b.tenant)
+	s := newSender(target, "http://bench.local", b.tenant)
 	lat, err := s.load(ctx, dur, conc)
 	if err != nil {
 		return err
@@ -329,5 +330,3 @@ func rssMB(pid int) float64 {
 	}
 	return 0
 }
-
-var _ = runtime.NumCPU

@@ -28,6 +28,7 @@ func run(ctx context.Context, args []string) error {
 	dur := fs.Duration("duration", 15*time.Second, "length of each throughput run")
 	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
 	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve); empty = all")
+	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.close()
+	b.soak = *soak
 
 	if want("ingest") {
 		if err := b.ingestFigure(ctx, r, *dur, *conc); err != nil {
