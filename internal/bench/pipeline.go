@@ -403,4 +403,3 @@ func (b *bench) seed(ctx context.Context, n int) error {
 		FROM conv, generate_series(1, 50) g`, t.id, n, randHex(4))
 	return err
 }
-
