@@ -28,5 +28,8 @@ lint: ## gofmt and go vet.
 fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')
 
+bench: ## Measure ingest vs the pgbench ceiling, end-to-end latency, throughput, memory, cost curve (alone on the machine; ~20 min). Report in bench/results/.
+	$(GO) run ./internal/bench -out bench/results $(BENCH_FLAGS)
+
 db-reset: ## Drop and recreate the DATABASE_URL database (asks nothing: local use only).
 	./scripts/db-reset.sh

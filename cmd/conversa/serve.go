@@ -176,12 +176,20 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		// JobTimeout stays below it, and TWILIO_TIMEOUT below JobTimeout.
 		JobTimeout:           15 * time.Second,
 		RescueStuckJobsAfter: 20 * time.Second,
+		// Each hop (ingest → turn, turn → send) is a NOTIFY that wakes a
+		// fetch. River drops insert notifications within FetchCooldown of the
+		// previous one for a queue (the client-level value, also on an
+		// insert-only client) and producers fetch at most once per cooldown,
+		// so River's 100 ms default would add up to 100 ms per hop, and its
+		// 1 s poll interval is the wait when a notification was dropped.
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: 100 * time.Millisecond,
 	}
 	if workers != nil {
 		cfg.Workers = workers
 		cfg.Queues = map[string]river.QueueConfig{
-			jobs.QueueReply: {MaxWorkers: replyWorkers, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 200 * time.Millisecond},
-			jobs.QueueSend:  {MaxWorkers: sendWorkers, FetchCooldown: 2 * time.Millisecond, FetchPollInterval: 200 * time.Millisecond},
+			jobs.QueueReply: {MaxWorkers: replyWorkers},
+			jobs.QueueSend:  {MaxWorkers: sendWorkers},
 		}
 	}
 	return cfg

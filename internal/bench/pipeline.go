@@ -65,6 +65,7 @@ func (b *bench) startPipeline(ctx context.Context) (*pipeline, error) {
 		"ADMIN_TOKEN=bench",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	fmt.Printf("  (server log: %s)\n", logf.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -99,7 +100,6 @@ func (p *pipeline) stop() {
 	}
 	p.fake.Close()
 	p.logDst.Close()
-	_ = os.Remove(p.logDst.Name())
 }
 
 func freeAddr() (string, error) {
