@@ -17,7 +17,7 @@ import (
 
 // pacingBackends are the pacer's stores: Redis, Postgres when Redis is
 // unset, and Postgres when Redis is down.
-func pacingBackends(t *testing.T) map[string]func() *redis.Client {
+func pacingBackends(t testing.TB) map[string]func() *redis.Client {
 	t.Helper()
 	client := func(addr string) func() *redis.Client {
 		return func() *redis.Client {
@@ -109,7 +109,7 @@ func TestSendPacingKeepsANumberAtItsRate(t *testing.T) {
 }
 
 // workInOwnTx works one send job in a transaction of its own, as a worker process would.
-func workInOwnTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool, e *sendEnv, id int64) error {
+func workInOwnTx(ctx context.Context, t testing.TB, pool *pgxpool.Pool, e *sendEnv, id int64) error {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return err

@@ -39,7 +39,7 @@ type envOpts struct {
 	publicBaseURL string
 }
 
-func newSendEnv(t *testing.T, o envOpts) *sendEnv {
+func newSendEnv(t testing.TB, o envOpts) *sendEnv {
 	t.Helper()
 	if o.db == nil {
 		o.db = testdb.Tx(t)
@@ -79,7 +79,7 @@ func newSendEnv(t *testing.T, o envOpts) *sendEnv {
 }
 
 // conversation opens a conversation from contact to one of the tenant's numbers.
-func (e *sendEnv) conversation(t *testing.T, number, contact string) int64 {
+func (e *sendEnv) conversation(t testing.TB, number, contact string) int64 {
 	t.Helper()
 	ctx := context.Background()
 	ch, err := store.ChannelByAddress(ctx, e.db, number)
@@ -92,7 +92,7 @@ func (e *sendEnv) conversation(t *testing.T, number, contact string) int64 {
 }
 
 // outbound writes a pending reply in a conversation, reserving one credit.
-func (e *sendEnv) outbound(t *testing.T, convID int64, body string) int64 {
+func (e *sendEnv) outbound(t testing.TB, convID int64, body string) int64 {
 	t.Helper()
 	id, err := store.InsertOutbound(context.Background(), e.db, store.Outbound{
 		TenantID: e.ten.ID, ConversationID: convID, Author: "bot", Body: body, CreditsReserved: 1,
@@ -101,21 +101,21 @@ func (e *sendEnv) outbound(t *testing.T, convID int64, body string) int64 {
 	return id
 }
 
-func (e *sendEnv) message(t *testing.T, id int64) store.Message {
+func (e *sendEnv) message(t testing.TB, id int64) store.Message {
 	t.Helper()
 	m, err := store.GetMessage(context.Background(), e.db, e.ten.ID, id)
 	require.NoError(t, err)
 	return m
 }
 
-func (e *sendEnv) credits(t *testing.T) int64 {
+func (e *sendEnv) credits(t testing.TB) int64 {
 	t.Helper()
 	ten, err := store.GetTenant(context.Background(), e.db, e.ten.ID)
 	require.NoError(t, err)
 	return ten.Credits
 }
 
-func (e *sendEnv) events(t *testing.T, id int64) []string {
+func (e *sendEnv) events(t testing.TB, id int64) []string {
 	t.Helper()
 	rows, err := e.db.Query(context.Background(), `SELECT kind FROM message_events WHERE message_id = $1 ORDER BY id`, id)
 	require.NoError(t, err)
@@ -124,21 +124,21 @@ func (e *sendEnv) events(t *testing.T, id int64) []string {
 	return kinds
 }
 
-func (e *sendEnv) work(t *testing.T, tx pgx.Tx, id int64, opts *river.InsertOpts) *rivertest.WorkResult {
+func (e *sendEnv) work(t testing.TB, tx pgx.Tx, id int64, opts *river.InsertOpts) *rivertest.WorkResult {
 	t.Helper()
 	res, err := e.worker.Work(context.Background(), t, tx, jobs.SendArgs{TenantID: e.ten.ID, MessageID: id}, opts)
 	return checkWork(t, res, err)
 }
 
 // again works a job's next attempt.
-func (e *sendEnv) again(t *testing.T, res *rivertest.WorkResult) *rivertest.WorkResult {
+func (e *sendEnv) again(t testing.TB, res *rivertest.WorkResult) *rivertest.WorkResult {
 	t.Helper()
 	res, err := e.worker.WorkJob(context.Background(), t, e.tx(t), res.Job)
 	return checkWork(t, res, err)
 }
 
 // checkWork allows the error of an attempt that will be retried.
-func checkWork(t *testing.T, res *rivertest.WorkResult, err error) *rivertest.WorkResult {
+func checkWork(t testing.TB, res *rivertest.WorkResult, err error) *rivertest.WorkResult {
 	t.Helper()
 	require.NotNil(t, res, "work: %v", err)
 	if res.EventKind != river.EventKindJobFailed {
@@ -147,7 +147,7 @@ func checkWork(t *testing.T, res *rivertest.WorkResult, err error) *rivertest.Wo
 	return res
 }
 
-func (e *sendEnv) tx(t *testing.T) pgx.Tx {
+func (e *sendEnv) tx(t testing.TB) pgx.Tx {
 	tx, ok := e.db.(pgx.Tx)
 	require.True(t, ok)
 	return tx
