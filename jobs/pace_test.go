@@ -100,9 +100,13 @@ func TestSendPacingKeepsANumberAtItsRate(t *testing.T) {
 			slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 			span := times[n-1].Sub(times[0])
 			interval := time.Duration(float64(time.Second) / rate)
-			// n sends at rate r span (n-1)/r; one interval of slack for the
-			// first send's own latency.
-			require.GreaterOrEqual(t, span, time.Duration(n-2)*interval, "sends at the fake: %v", times)
+			// n sends at rate r span (n-1)/r at the pacer (asserted exactly in
+			// TestPacerSpacesSlotsAndSnoozesBeyondMaxWait). What reaches the fake
+			// carries each request's own latency, which on a loaded machine can
+			// shift one send by more than an interval, so this end-to-end check
+			// asks only that the sends were spread out: unpaced, all n arrive
+			// within a few milliseconds.
+			require.GreaterOrEqual(t, span, time.Duration(n-1)*interval/2, "sends at the fake: %v", times)
 			t.Logf("%s: %d sends in %v at the fake: %.1f/s (rate %.0f/s)", name, n, span, float64(n-1)/span.Seconds(), rate)
 		})
 	}

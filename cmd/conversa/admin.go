@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
 )
@@ -90,27 +92,8 @@ func (c *accountAddCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer pool.Close()
-	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
+	acc, err := a.addAccount(ctx, pool, c.Tenant, c.SID, c.Token, c.Number)
 	if err != nil {
-		return err
-	}
-	sealed, err := sealer.Seal(c.Token)
-	if err != nil {
-		return err
-	}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	acc, err := store.AddAccount(ctx, tx, c.Tenant, c.SID, sealed, c.Number)
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no tenant with id %q", c.Tenant)
-	}
-	if err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
 	return a.print(c.JSON, map[string]any{"id": acc.ID, "tenant_id": acc.TenantID, "account_sid": acc.AccountSID, "numbers": acc.Numbers},
@@ -159,4 +142,30 @@ func (a *app) print(asJSON bool, v any, format string, args ...any) error {
 	}
 	_, err := fmt.Fprintf(a.stdout, format, args...)
 	return err
+}
+
+// addAccount seals token with SECRET_KEY and stores the account and its
+// numbers in one transaction.
+func (a *app) addAccount(ctx context.Context, pool *pgxpool.Pool, tenantID, sid, token string, numbers []string) (store.Account, error) {
+	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
+	if err != nil {
+		return store.Account{}, err
+	}
+	sealed, err := sealer.Seal(token)
+	if err != nil {
+		return store.Account{}, err
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return store.Account{}, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	acc, err := store.AddAccount(ctx, tx, tenantID, sid, sealed, numbers)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Account{}, fmt.Errorf("no tenant with id %q", tenantID)
+	}
+	if err != nil {
+		return store.Account{}, err
+	}
+	return acc, tx.Commit(ctx)
 }

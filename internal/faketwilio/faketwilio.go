@@ -14,8 +14,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,11 +23,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/conversa/conversa/webhook"
 )
 
 // FaultKind is what an injected fault does to a send.
@@ -643,34 +642,13 @@ func (f *Fake) post(cbURL, token string, form url.Values) {
 		return
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", Sign(token, cbURL, form))
+	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, cbURL, form))
 	resp, err := f.client.Do(req)
 	if err != nil {
 		f.opts.Logger.Debug("fake twilio: status callback failed", "error", errors.Unwrap(err))
 		return
 	}
 	_ = resp.Body.Close()
-}
-
-// Sign computes X-Twilio-Signature as Twilio does for a form POST:
-// base64(HMAC-SHA1(token, URL + every key and value, keys sorted)).
-func Sign(token, fullURL string, form url.Values) string {
-	keys := make([]string, 0, len(form))
-	for k := range form {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(fullURL)
-	for _, k := range keys {
-		for _, v := range form[k] {
-			b.WriteString(k)
-			b.WriteString(v)
-		}
-	}
-	mac := hmac.New(sha1.New, []byte(token))
-	mac.Write([]byte(b.String()))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 func randomHex(n int) string {
