@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 
+	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/store"
 )
 
@@ -34,12 +36,20 @@ type Deps struct {
 	Now func() time.Time
 	// Metrics may be nil.
 	Metrics *Metrics
+	// LLM answers turns; nil means the offline provider.
+	LLM agents.Provider
+	// Memory is the hybrid conversation memory; nil means one on Redis
+	// with the "conversa:" key prefix.
+	Memory *store.Memory
 }
 
 // AddWorkers registers every Conversa worker on w.
 func AddWorkers(w *river.Workers, d Deps) error {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if err := river.AddWorkerSafely(w, NewReplyWorker(d)); err != nil {
+		return fmt.Errorf("add reply worker: %w", err)
 	}
 	return nil
 }

@@ -181,3 +181,35 @@ func AddEvent(ctx context.Context, db DBTX, tenantID string, messageID int64, ki
 	}
 	return nil
 }
+
+// Event is one trace event for AddEvents.
+type Event struct {
+	Kind   string `json:"kind"`
+	Detail any    `json:"detail"`
+}
+
+// AddEvents appends several events to a message's trace in one statement,
+// in order.
+func AddEvents(ctx context.Context, db DBTX, tenantID string, messageID int64, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for i := range events {
+		if events[i].Detail == nil {
+			events[i].Detail = map[string]any{}
+		}
+	}
+	b, err := json.Marshal(events)
+	if err != nil {
+		return fmt.Errorf("add events: %w", err)
+	}
+	_, err = db.Exec(ctx, `
+		INSERT INTO message_events (tenant_id, message_id, kind, detail)
+		SELECT $1, $2, e.value->>'kind', e.value->'detail'
+		FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, n) ORDER BY e.n`,
+		tenantID, messageID, b)
+	if err != nil {
+		return fmt.Errorf("add events: %w", err)
+	}
+	return nil
+}

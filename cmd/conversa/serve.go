@@ -19,6 +19,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"golang.org/x/term"
 
+	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
@@ -129,6 +130,18 @@ func (a *app) openRedis() (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
+// newLLM builds the agents' LLM provider from LLM_PROVIDER.
+func (a *app) newLLM() (agents.Provider, error) {
+	if a.cfg.LLMProvider != "openai" {
+		return agents.NewOffline(), nil
+	}
+	return agents.NewOpenAI(agents.OpenAIConfig{
+		BaseURL: a.cfg.OpenAIBaseURL,
+		APIKey:  a.cfg.OpenAIAPIKey,
+		Model:   a.cfg.LLMModel,
+	})
+}
+
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
 func riverConfig(logger *slog.Logger, workers *river.Workers) *river.Config {
 	cfg := &river.Config{
@@ -186,8 +199,13 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 
 	var workers *river.Workers
 	if work {
+		llm, err := a.newLLM()
+		if err != nil {
+			return err
+		}
 		workers = river.NewWorkers()
-		err := jobs.AddWorkers(workers, jobs.Deps{
+		err = jobs.AddWorkers(workers, jobs.Deps{
+			LLM:           llm,
 			DB:            pool,
 			Logger:        logger,
 			Redis:         rdb,

@@ -1,0 +1,271 @@
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+)
+
+// OpenAIConfig configures the openai provider.
+type OpenAIConfig struct {
+	// BaseURL of any OpenAI-compatible server (OpenAI, Azure, Ollama, vLLM);
+	// empty means OpenAI's own.
+	BaseURL string
+	APIKey  string
+	// Model is the default model; an agent's own Model overrides it.
+	Model string
+	// Timeout bounds one Reply or Classify, retries included. It must stay
+	// well under River's JobTimeout (15 s), so a slow LLM fails the attempt
+	// and River retries the turn rather than the job being killed mid-write.
+	// Default 10 s.
+	Timeout time.Duration
+	// AttemptTimeout bounds one HTTP attempt. Default 6 s.
+	AttemptTimeout time.Duration
+	// MaxRetries on 429, 5xx and connection errors (the SDK backs off,
+	// honouring Retry-After). 0 means the default, 2; negative means none.
+	MaxRetries int
+	// MaxTokens bounds the completion. Default 300.
+	MaxTokens int64
+	// HTTPClient is optional (tests).
+	HTTPClient *http.Client
+}
+
+// OpenAI answers through an OpenAI-compatible chat-completions API.
+type OpenAI struct {
+	client  openai.Client
+	model   string
+	timeout time.Duration
+	max     int64
+}
+
+// NewOpenAI builds the openai provider. It reads no environment variables:
+// cmd passes OPENAI_BASE_URL, OPENAI_API_KEY and LLM_MODEL in cfg.
+func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
+	if cfg.Model == "" {
+		return nil, errors.New("openai provider: model is required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 6 * time.Second
+	}
+	if cfg.MaxRetries < 0 {
+		cfg.MaxRetries = 0
+	} else if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 2
+	}
+	if cfg.MaxTokens <= 0 {
+		cfg.MaxTokens = 300
+	}
+	opts := []option.RequestOption{
+		option.WithAPIKey(cfg.APIKey),
+		option.WithMaxRetries(cfg.MaxRetries),
+		option.WithRequestTimeout(cfg.AttemptTimeout),
+		option.WithMaxRetryDelay(2 * time.Second),
+	}
+	if cfg.BaseURL != "" {
+		opts = append(opts, option.WithBaseURL(strings.TrimRight(cfg.BaseURL, "/")+"/"))
+	}
+	if cfg.HTTPClient != nil {
+		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
+	}
+	return &OpenAI{client: openai.NewClient(opts...), model: cfg.Model, timeout: cfg.Timeout, max: cfg.MaxTokens}, nil
+}
+
+// Name implements Provider.
+func (*OpenAI) Name() string { return "openai" }
+
+var handoffTool = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+	Name:        ToolHandoff,
+	Description: openai.String("Hand the conversation to a person from the business. Call it when the customer asks for a person or when you cannot help."),
+	Parameters: shared.FunctionParameters{
+		"type": "object",
+		"properties": map[string]any{
+			"reason": map[string]any{"type": "string", "description": "Why a person should take over, in a few words."},
+		},
+	},
+})
+
+// Reply implements Provider.
+func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
+	model := p.model
+	if req.Agent.Model != "" {
+		model = req.Agent.Model
+	}
+	system := req.Agent.SystemPrompt
+	if system == "" {
+		system = DefaultAgent().SystemPrompt
+	}
+	if req.Summary != "" {
+		system += "\n\nSummary of the earlier conversation:\n" + req.Summary
+	}
+	msgs := []openai.ChatCompletionMessageParamUnion{openai.SystemMessage(system)}
+	for _, t := range req.History {
+		switch t.Role {
+		case RoleCustomer:
+			text := t.Text
+			if t.DuringHandoff {
+				text = "[written to a person from the team, not to you] " + text
+			}
+			msgs = append(msgs, openai.UserMessage(text))
+		case RoleHuman:
+			msgs = append(msgs, openai.AssistantMessage("[a person from the team wrote] "+t.Text))
+		default:
+			msgs = append(msgs, openai.AssistantMessage(t.Text))
+		}
+	}
+	msgs = append(msgs, openai.UserMessage(strings.Join(req.Pending, "\n")))
+	params := openai.ChatCompletionNewParams{
+		Model:     shared.ChatModel(model),
+		Messages:  msgs,
+		MaxTokens: openai.Int(p.max),
+	}
+	if req.Agent.CanHandoff() {
+		params.Tools = []openai.ChatCompletionToolUnionParam{handoffTool}
+	}
+	resp, usage, err := p.complete(ctx, params)
+	if err != nil {
+		return Answer{Usage: usage}, err
+	}
+	ans := Answer{Usage: usage}
+	if len(resp.Choices) == 0 {
+		return ans, errors.New("openai: response has no choices")
+	}
+	msg := resp.Choices[0].Message
+	for _, tc := range msg.ToolCalls {
+		if tc.Function.Name == ToolHandoff && req.Agent.CanHandoff() {
+			ans.Handoff = true
+			var a struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal([]byte(tc.Function.Arguments), &a)
+			ans.HandoffReason = CleanReply(a.Reason)
+			if ans.HandoffReason == "" {
+				ans.HandoffReason = "agent called " + ToolHandoff
+			}
+		}
+	}
+	ans.Text = CleanReply(msg.Content)
+	if ans.Handoff && ans.Text == "" {
+		ans.Text = HandoffNotice
+	}
+	if ans.Text == "" {
+		return ans, errors.New("openai: empty reply")
+	}
+	return ans, nil
+}
+
+// Classify implements Provider: one short completion that names an agent.
+func (p *OpenAI) Classify(ctx context.Context, all []Agent, req Request) (string, string, Usage, error) {
+	var b strings.Builder
+	b.WriteString("You route customer messages to one of these agents. Answer with JSON only: {\"agent\": \"<name>\", \"reason\": \"<a few words>\"}.\nAgents:\n")
+	for _, a := range all {
+		desc := strings.Join(strings.Fields(a.SystemPrompt), " ")
+		if r := []rune(desc); len(r) > 200 {
+			desc = string(r[:200])
+		}
+		fmt.Fprintf(&b, "- %s: %s", a.Name, desc)
+		if len(a.Keywords) > 0 {
+			fmt.Fprintf(&b, " (topics: %s)", strings.Join(a.Keywords, ", "))
+		}
+		b.WriteByte('\n')
+	}
+	params := openai.ChatCompletionNewParams{
+		Model: shared.ChatModel(p.model),
+		Messages: []openai.ChatCompletionMessageParamUnion{
+			openai.SystemMessage(b.String()),
+			openai.UserMessage(strings.Join(req.Pending, "\n")),
+		},
+		MaxTokens: openai.Int(60),
+	}
+	resp, usage, err := p.complete(ctx, params)
+	if err != nil {
+		return "", "", usage, err
+	}
+	if len(resp.Choices) == 0 {
+		return "", "", usage, nil
+	}
+	content := resp.Choices[0].Message.Content
+	var out struct {
+		Agent  string `json:"agent"`
+		Reason string `json:"reason"`
+	}
+	if i, j := strings.IndexByte(content, '{'), strings.LastIndexByte(content, '}'); i >= 0 && j > i {
+		_ = json.Unmarshal([]byte(content[i:j+1]), &out)
+	}
+	if out.Agent == "" {
+		// A model that ignored the format may still have named an agent.
+		norm := normalize(content)
+		for _, a := range all {
+			if hasWord(norm, a.Name) {
+				out.Agent = a.Name
+				break
+			}
+		}
+	}
+	reason := CleanReply(out.Reason)
+	if r := []rune(reason); len(r) > 200 {
+		reason = string(r[:200])
+	}
+	if reason == "" {
+		reason = "chosen by the classifier"
+	}
+	return out.Agent, reason, usage, nil
+}
+
+// complete runs one chat completion under the provider's timeout and
+// returns its usage (provider, model, tokens, latency) even on failure.
+func (p *OpenAI) complete(ctx context.Context, params openai.ChatCompletionNewParams) (*openai.ChatCompletion, Usage, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	start := time.Now()
+	var attempts int
+	resp, err := p.client.Chat.Completions.New(ctx, params, option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		attempts++
+		return next(r)
+	}))
+	lat := time.Since(start)
+	u := Usage{Provider: "openai", Model: string(params.Model), Latency: lat, LatencyMS: lat.Milliseconds(), Attempts: attempts}
+	if err != nil {
+		return nil, u, fmt.Errorf("openai chat completion (%d attempts): %w", attempts, err)
+	}
+	if resp.Model != "" {
+		u.Model = resp.Model
+	}
+	u.PromptTokens, u.CompletionTokens = resp.Usage.PromptTokens, resp.Usage.CompletionTokens
+	return resp, u, nil
+}
+
+// errorClass names an error for a trace without quoting the provider's text
+// (which may echo the customer's message).
+func errorClass(err error) string {
+	var apiErr *openai.Error
+	var netErr net.Error
+	switch {
+	case errors.As(err, &apiErr):
+		return fmt.Sprintf("http %d", apiErr.StatusCode)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.As(err, &netErr):
+		return "network"
+	default:
+		return "error"
+	}
+}
+
+// ErrorClass is errorClass for callers that record a failed provider call.
+func ErrorClass(err error) string { return errorClass(err) }

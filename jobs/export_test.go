@@ -1,0 +1,13 @@
+package jobs
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SetBeforeCommit makes the turn run f inside its transaction just before
+// commit, so tests can fail a turn after it wrote everything.
+func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) error) {
+	w.beforeCommit = f
+}

@@ -1,0 +1,345 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/store"
+)
+
+const replyKind = "conversa.reply"
+
+// ReplyWorker works conversa.reply: one AI turn of a conversation.
+//
+// It reads the turn state (one query) and skips, completing with a trace
+// event on the inbound message, when a newer message superseded the turn,
+// the conversation is not the bot's, the contact opted out, or the tenant
+// cannot pay (turn.no_credits, before any LLM call). It snoozes until the
+// conversation has been quiet for Debounce. Then it loads memory, lets the
+// routing agent pick an agent, and runs it. Everything the turn decides is
+// committed in one transaction: the reply row (unique per turn, so a retried
+// or duplicated turn can never write a second reply), the debit, the summary,
+// a handoff, the trace events, the conversa.send job and the job's own
+// completion. The LLM may be called again on a retry; nothing is sent twice.
+//
+// On a handoff the bot sends one short notice ("connecting you with a
+// person") as the turn's reply, so the customer does not meet silence; it
+// is charged like any reply since the LLM ran. After that the conversation
+// is "human" and the bot stays silent until an operator hands it back.
+type ReplyWorker struct {
+	river.WorkerDefaults[ReplyArgs]
+	db       DB
+	provider agents.Provider
+	memory   *store.Memory
+	logger   *slog.Logger
+	debounce time.Duration
+	metrics  *Metrics
+	// beforeCommit, when set (tests), runs inside the turn's transaction
+	// just before commit; an error fails the attempt.
+	beforeCommit func(ctx context.Context, tx pgx.Tx) error
+}
+
+// NewReplyWorker builds the conversa.reply worker from d. A nil d.LLM means
+// the offline provider; a nil d.Memory means memory on d.Redis under the
+// "conversa:" prefix.
+func NewReplyWorker(d Deps) *ReplyWorker {
+	p := d.LLM
+	if p == nil {
+		p = agents.NewOffline()
+	}
+	mem := d.Memory
+	if mem == nil {
+		mem = store.NewMemory(d.Redis, "conversa:", agents.MemoryWindow)
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
+}
+
+// skipReason says why a turn must not answer, or "" when it may.
+func skipReason(st store.TurnState, messageID int64) (string, map[string]any) {
+	switch {
+	case st.LastInboundMessageID == nil || *st.LastInboundMessageID != messageID:
+		d := map[string]any{"reason": "superseded"}
+		if st.LastInboundMessageID != nil {
+			d["by_message_id"] = *st.LastInboundMessageID
+		}
+		return "superseded", d
+	case st.Status != "bot":
+		return "conversation_" + st.Status, map[string]any{"reason": "conversation is " + st.Status + ", not bot"}
+	case st.OptedOut:
+		return "opted_out", map[string]any{"reason": "contact opted out"}
+	}
+	return "", nil
+}
+
+// Work implements river.Worker.
+func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error {
+	a := job.Args
+	log := w.logger.With("tenant_id", a.TenantID, "conversation_id", a.ConversationID,
+		"message_id", a.MessageID, "job_id", job.ID, "job_kind", replyKind)
+	outcome, err := w.turn(ctx, log, job)
+	if err != nil {
+		var snooze *river.JobSnoozeError
+		var cancel *river.JobCancelError
+		switch {
+		case errors.As(err, &snooze):
+			outcome = "snoozed"
+		case errors.As(err, &cancel):
+		default:
+			outcome = "retry"
+			reason := failureReason(err)
+			log.Warn("turn failed", "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", reason)
+			if job.Attempt >= job.MaxAttempts {
+				// The last attempt: say so on the inbound message, which
+				// otherwise would just never be answered.
+				outcome = "discarded"
+				_ = store.AddEvent(context.WithoutCancel(ctx), w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
+					map[string]any{"reason": "gave up after " + fmt.Sprint(job.Attempt) + " attempts", "error": reason})
+			}
+		}
+	}
+	w.metrics.Job(replyKind, outcome)
+	return err
+}
+
+// NextRetry retries a failed turn soon: a reply that comes hours late is
+// worth little, so the schedule is 2 s, 5 s, 15 s, 30 s, 1 min, 2 min, then
+// every 5 min, instead of River's (attempt+1)^4 s.
+func (w *ReplyWorker) NextRetry(job *river.Job[ReplyArgs]) time.Time {
+	steps := []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
+	return time.Now().Add(steps[min(max(job.Attempt-1, 0), len(steps)-1)])
+}
+
+// llmError marks a provider failure, so it is reported by class only: a
+// provider's error text may quote the conversation.
+type llmError struct{ err error }
+
+func (e llmError) Error() string { return "llm: " + agents.ErrorClass(e.err) }
+func (e llmError) Unwrap() error { return e.err }
+
+// failureReason is an error as the trace and the logs may show it.
+func failureReason(err error) string {
+	var le llmError
+	if errors.As(err, &le) {
+		return le.Error()
+	}
+	return err.Error()
+}
+
+// turn runs one turn and returns its outcome for metrics.
+func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs]) (string, error) {
+	a := job.Args
+	st, err := store.GetTurnState(ctx, w.db, a.TenantID, a.ConversationID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("turn cancelled: conversation not found")
+		return "cancelled", river.JobCancel(err)
+	}
+	if err != nil {
+		return "", err
+	}
+	if reason, detail := skipReason(st, a.MessageID); reason != "" {
+		return w.skip(ctx, log, a, "turn.skipped", reason, detail)
+	}
+	if remaining := w.debounce - st.QuietFor(); remaining > 0 {
+		return "snoozed", river.JobSnooze(remaining)
+	}
+	price := st.ReplyPrice
+	if st.Credits < int64(price) {
+		return w.skip(ctx, log, a, "turn.no_credits", "no_credits",
+			map[string]any{"reason": "tenant has no credits for a reply", "credits": st.Credits, "reply_price": price})
+	}
+
+	stored, err := store.ListAgents(ctx, w.db, a.TenantID)
+	if err != nil {
+		return "", err
+	}
+	mem, source, err := w.memory.Recent(ctx, w.db, a.TenantID, a.ConversationID, st.SummaryThroughID)
+	if err != nil {
+		return "", err
+	}
+	plan := agents.PlanMemory(memoryTurns(mem, a.MessageID))
+	if len(plan.Pending) == 0 {
+		return w.skip(ctx, log, a, "turn.skipped", "nothing_to_answer",
+			map[string]any{"reason": "no customer message to answer since the last reply"})
+	}
+	// Turns too old to show verbatim are folded into the summary now, so the
+	// agent sees them; the new summary commits with the reply.
+	summary := st.Summary
+	if len(plan.Fold) > 0 {
+		summary = agents.FoldSummary(st.Summary, plan.Fold)
+	}
+	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending}
+	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
+	req.Agent = agent
+	if route.Usage != nil {
+		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
+	}
+	ans, err := w.provider.Reply(ctx, req)
+	w.metrics.LLM(ans.Usage.Provider, ans.Usage.Model, ans.Usage.Latency, ans.Usage.PromptTokens, ans.Usage.CompletionTokens)
+	if err != nil {
+		// Recorded outside any transaction so the trace keeps every failed
+		// attempt; the error makes River retry the turn.
+		_ = store.AddEvent(ctx, w.db, a.TenantID, a.MessageID, "turn.llm_failed", map[string]any{
+			"provider": w.provider.Name(), "agent": agent.Name, "attempt": job.Attempt,
+			"error": agents.ErrorClass(err), "latency_ms": ans.Usage.LatencyMS,
+		})
+		return "", fmt.Errorf("agent %s reply: %w", agent.Name, llmError{err})
+	}
+	log.Info("agent answered", "agent", agent.Name, "route_by", route.By, "provider", ans.Usage.Provider,
+		"model", ans.Usage.Model, "latency_ms", ans.Usage.LatencyMS, "handoff", ans.Handoff)
+
+	events := []store.Event{
+		{Kind: "turn.routed", Detail: route},
+		{Kind: "turn.llm", Detail: ans.Usage},
+		{Kind: "turn.memory", Detail: map[string]any{"source": source, "history_turns": len(plan.History),
+			"pending_messages": len(plan.Pending), "summary_chars": len(st.Summary), "folded_turns": len(plan.Fold)}},
+	}
+	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events)
+}
+
+// commit writes everything the turn decided in one transaction.
+func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs],
+	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event) (string, error) {
+	a := job.Args
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return "", fmt.Errorf("begin turn: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+
+	// Re-check under the conversation's lock: a message, a handoff or an
+	// opt-out may have arrived while the agent was thinking.
+	locked, err := store.LockTurnState(ctx, tx, a.TenantID, a.ConversationID)
+	if err != nil {
+		return "", err
+	}
+	if reason, detail := skipReason(locked, a.MessageID); reason != "" {
+		_ = tx.Rollback(ctx)
+		detail["after_llm"] = true
+		return w.skip(ctx, log, a, "turn.skipped", reason, detail, events...)
+	}
+	replyTo := a.MessageID
+	price := locked.ReplyPrice
+	replyID, err := store.InsertOutbound(ctx, tx, store.Outbound{
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: ans.Text,
+		ReplyToID: &replyTo, Agent: agent.Name, CreditsReserved: price,
+		EventKind: "turn.reply", Event: map[string]any{"reply_to_id": a.MessageID, "agent": agent.Name, "handoff": ans.Handoff},
+	})
+	if errors.Is(err, store.ErrDuplicate) {
+		_ = tx.Rollback(ctx)
+		w.metrics.Duplicate("reply")
+		return w.skip(ctx, log, a, "turn.duplicate", "duplicate",
+			map[string]any{"reason": "this turn already has its reply; no second reply written"})
+	}
+	if err != nil {
+		return "", err
+	}
+	balance, err := store.DebitReply(ctx, tx, a.TenantID, replyID, price)
+	if errors.Is(err, store.ErrNoCredits) {
+		_ = tx.Rollback(ctx)
+		return w.skip(ctx, log, a, "turn.no_credits", "no_credits",
+			map[string]any{"reason": "tenant ran out of credits during the turn", "reply_price": price, "after_llm": true}, events...)
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(plan.Fold) > 0 {
+		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
+			return "", err
+		}
+	}
+	if ans.Handoff {
+		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
+			return "", err
+		}
+		events = append(events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
+	}
+	events = append(events, store.Event{Kind: "turn.replied", Detail: map[string]any{
+		"reply_message_id": replyID, "credits_debited": price, "credits_balance": balance,
+	}})
+	if err := store.AddEvents(ctx, tx, a.TenantID, a.MessageID, events...); err != nil {
+		return "", err
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return "", fmt.Errorf("river client: %w", err)
+	}
+	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
+		return "", fmt.Errorf("insert send job: %w", err)
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return "", fmt.Errorf("complete turn: %w", err)
+	}
+	if w.beforeCommit != nil {
+		if err := w.beforeCommit(ctx, tx); err != nil {
+			return "", err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", fmt.Errorf("commit turn: %w", err)
+	}
+	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
+	if ans.Handoff {
+		return "handoff", nil
+	}
+	return "completed", nil
+}
+
+// skip completes a turn that must not answer, recording why on the inbound
+// message (with any events gathered before the decision).
+func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a ReplyArgs, kind, reason string, detail map[string]any, before ...store.Event) (string, error) {
+	events := append(before, store.Event{Kind: kind, Detail: detail})
+	if err := store.AddEvents(ctx, w.db, a.TenantID, a.MessageID, events...); err != nil {
+		return "", err
+	}
+	log.Info("turn skipped", "reason", reason)
+	return "skipped", nil
+}
+
+// memoryTurns turns stored messages up to the turn's closing message into
+// the policy's turns. Later messages belong to a later turn.
+func memoryTurns(stored []store.MemoryTurn, throughID int64) []agents.MemoryTurn {
+	out := make([]agents.MemoryTurn, 0, len(stored))
+	for _, m := range stored {
+		if m.ID > throughID {
+			break
+		}
+		role := agents.RoleCustomer
+		switch m.Author {
+		case "bot":
+			role = agents.RoleBot
+		case "human":
+			role = agents.RoleHuman
+		}
+		text := m.Body
+		if text == "" && m.MediaCount > 0 {
+			text = fmt.Sprintf("[%d attachment(s)]", m.MediaCount)
+		}
+		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Role: role, Text: text, DuringHandoff: m.DuringHandoff}})
+	}
+	return out
+}
+
+// agentList converts stored agents to the agents package's.
+func agentList(stored []store.Agent) []agents.Agent {
+	out := make([]agents.Agent, 0, len(stored))
+	for _, s := range stored {
+		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords, IsDefault: s.IsDefault}
+		for _, f := range s.FAQ {
+			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
+		}
+		out = append(out, a)
+	}
+	return out
+}

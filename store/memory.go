@@ -1,0 +1,176 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// MemoryTurn is one message of a conversation as memory keeps it.
+type MemoryTurn struct {
+	ID int64 `db:"id" json:"id"`
+	// Author is contact, bot or human.
+	Author        string `db:"author" json:"a"`
+	Body          string `db:"body" json:"b"`
+	DuringHandoff bool   `db:"during_handoff" json:"h,omitempty"`
+	MediaCount    int    `db:"media_count" json:"m,omitempty"`
+	// Settled is true once the message is old enough that every message with
+	// a smaller id has committed too: only settled turns are cached.
+	Settled bool `db:"settled" json:"-"`
+}
+
+// Memory is the hybrid conversation memory: the recent turns of each
+// conversation cached in Redis, Postgres (the messages table) the truth.
+//
+// Every writer (webhook, turn, operator) only writes Postgres. A read takes
+// the cached turns from Redis and asks Postgres only for the messages after
+// the newest cached one; a miss, or a Redis that is down or slow, reads the
+// whole window from Postgres and rebuilds the cache. Only settled turns
+// (older than Settle) are cached: message ids are drawn before commit, so a
+// fresh id may still be missing a smaller one from a transaction that has
+// not committed yet, and caching past it would lose that message.
+type Memory struct {
+	// Redis may be nil: memory then works from Postgres alone.
+	Redis *redis.Client
+	// Prefix namespaces the keys (parallel test binaries share one Redis).
+	Prefix string
+	// Window is how many recent turns are kept and returned.
+	Window int
+	// Timeout bounds each Redis call; past it Postgres answers.
+	Timeout time.Duration
+	// TTL of a cached conversation.
+	TTL time.Duration
+	// Settle is how old a message must be before it is cached.
+	Settle time.Duration
+}
+
+// NewMemory returns a Memory with the defaults: a window of window turns,
+// 150 ms Redis timeout, 24 h TTL, 10 s settle.
+func NewMemory(rdb *redis.Client, prefix string, window int) *Memory {
+	return &Memory{Redis: rdb, Prefix: prefix, Window: window, Timeout: 150 * time.Millisecond, TTL: 24 * time.Hour, Settle: 10 * time.Second}
+}
+
+type cachedTurns struct {
+	Through int64        `json:"through"`
+	Turns   []MemoryTurn `json:"turns"`
+}
+
+func (m *Memory) key(tenantID string, conversationID int64) string {
+	return m.Prefix + "mem:" + tenantID + ":" + strconv.FormatInt(conversationID, 10)
+}
+
+// Recent returns the conversation's last Window turns after afterID (the
+// summary's end), oldest first, and where they came from: "redis" (cache plus
+// the newer messages from Postgres), "postgres" (a miss, cache rebuilt),
+// "postgres (no redis)" or "postgres (redis unavailable)".
+func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64) ([]MemoryTurn, string, error) {
+	if m.Redis == nil {
+		turns, err := recentTurns(ctx, db, tenantID, conversationID, afterID, m.Window, m.Settle)
+		return turns, "postgres (no redis)", err
+	}
+	key := m.key(tenantID, conversationID)
+	cached, hit, redisErr := m.get(ctx, key)
+	source := "postgres"
+	from := afterID
+	var turns []MemoryTurn
+	switch {
+	case redisErr != nil:
+		source = "postgres (redis unavailable)"
+	case hit:
+		source = "redis"
+		for _, t := range cached.Turns {
+			if t.ID > afterID {
+				t.Settled = true
+				turns = append(turns, t)
+			}
+		}
+		from = max(cached.Through, afterID)
+	}
+	fresh, err := recentTurns(ctx, db, tenantID, conversationID, from, m.Window, m.Settle)
+	if err != nil {
+		return nil, source, err
+	}
+	turns = append(turns, fresh...)
+	if len(turns) > m.Window {
+		turns = turns[len(turns)-m.Window:]
+	}
+	if redisErr == nil {
+		// Cache the settled prefix when it reaches past what is cached.
+		var settled []MemoryTurn
+		for _, t := range turns {
+			if !t.Settled {
+				break
+			}
+			settled = append(settled, t)
+		}
+		if n := len(settled); n > 0 && (!hit || settled[n-1].ID > cached.Through) {
+			m.set(ctx, key, cachedTurns{Through: settled[n-1].ID, Turns: settled})
+		}
+	}
+	return turns, source, nil
+}
+
+// Forget drops a conversation's cached turns (after an operator edits history).
+func (m *Memory) Forget(ctx context.Context, tenantID string, conversationID int64) {
+	if m.Redis == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+	_ = m.Redis.Del(ctx, m.key(tenantID, conversationID)).Err()
+}
+
+func (m *Memory) get(ctx context.Context, key string) (cachedTurns, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+	b, err := m.Redis.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return cachedTurns{}, false, nil
+	}
+	if err != nil {
+		return cachedTurns{}, false, err
+	}
+	var c cachedTurns
+	if err := json.Unmarshal(b, &c); err != nil {
+		// A corrupt entry is a miss; the rebuild overwrites it.
+		return cachedTurns{}, false, nil
+	}
+	return c, true, nil
+}
+
+// set writes the cache best-effort: a failure only costs a later miss.
+func (m *Memory) set(ctx context.Context, key string, c cachedTurns) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+	_ = m.Redis.Set(ctx, key, b, m.TTL).Err()
+}
+
+// recentTurns reads the last limit messages after afterID, oldest first.
+func recentTurns(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64, limit int, settle time.Duration) ([]MemoryTurn, error) {
+	rows, err := db.Query(ctx, `
+		SELECT id, author, body, during_handoff, media_count, settled FROM (
+			SELECT id, author, body, during_handoff, jsonb_array_length(media) AS media_count,
+			       created_at < clock_timestamp() - make_interval(secs => $5) AS settled
+			FROM messages
+			WHERE conversation_id = $1 AND tenant_id = $2 AND id > $3
+			ORDER BY id DESC LIMIT $4
+		) r ORDER BY id`, conversationID, tenantID, afterID, limit, settle.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("recent turns: %w", err)
+	}
+	turns, err := pgx.CollectRows(rows, pgx.RowToStructByName[MemoryTurn])
+	if err != nil {
+		return nil, fmt.Errorf("recent turns: %w", err)
+	}
+	return turns, nil
+}
