@@ -41,6 +41,11 @@ type Deps struct {
 	// Memory is the hybrid conversation memory; nil means one on Redis
 	// with the "conversa:" key prefix.
 	Memory *store.Memory
+	// Sealer opens the Twilio auth tokens stored sealed.
+	Sealer *store.Sealer
+	// Twilio sends messages (NewTwilio with TWILIO_API_URL and TWILIO_TIMEOUT).
+	// Without it (and Sealer) conversa.send is not registered.
+	Twilio *Twilio
 }
 
 // AddWorkers registers every Conversa worker on w.
@@ -50,6 +55,11 @@ func AddWorkers(w *river.Workers, d Deps) error {
 	}
 	if err := river.AddWorkerSafely(w, NewReplyWorker(d)); err != nil {
 		return fmt.Errorf("add reply worker: %w", err)
+	}
+	if d.Twilio != nil && d.Sealer != nil {
+		if err := river.AddWorkerSafely(w, NewSendWorker(d)); err != nil {
+			return fmt.Errorf("add send worker: %w", err)
+		}
 	}
 	return nil
 }

@@ -79,6 +79,7 @@ func NewHandler(d Deps) *gin.Engine {
 
 	tw := r.Group("/twilio", limitRejected(newIPLimiter(20, 200, d.Now)))
 	tw.POST("/inbound", s.inbound)
+	tw.POST("/status", s.status)
 
 	return r
 }

@@ -100,6 +100,10 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 	if c.TwilioTimeout == 0 {
 		errs = append(errs, errors.New("TWILIO_TIMEOUT: must be above zero"))
 	}
+	if c.TwilioTimeout >= 14*time.Second {
+		// A send must give up before River's 15 s job timeout cancels it.
+		errs = append(errs, errors.New("TWILIO_TIMEOUT: must be below 14s (the send job times out at 15s)"))
+	}
 	switch c.LLMProvider {
 	case "offline":
 	case "openai":

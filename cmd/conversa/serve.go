@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
@@ -142,6 +143,21 @@ func (a *app) newLLM() (agents.Provider, error) {
 	})
 }
 
+// twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
+// the built-in fake Twilio (SPEC §8) on a free local port for this process.
+func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, error) {
+	apiURL := a.cfg.TwilioAPIURL
+	if apiURL == "sandbox" {
+		u, err := faketwilio.StartSandbox(ctx, logger.With("component", "sandbox_twilio"))
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("sandbox Twilio started: no message leaves this machine", "url", u)
+		apiURL = u
+	}
+	return jobs.NewTwilio(apiURL, a.cfg.TwilioTimeout)
+}
+
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
 func riverConfig(logger *slog.Logger, workers *river.Workers) *river.Config {
 	cfg := &river.Config{
@@ -203,6 +219,10 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		if err != nil {
 			return err
 		}
+		tw, err := a.twilioSender(ctx, logger)
+		if err != nil {
+			return err
+		}
 		workers = river.NewWorkers()
 		err = jobs.AddWorkers(workers, jobs.Deps{
 			LLM:           llm,
@@ -211,6 +231,8 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Redis:         rdb,
 			PublicBaseURL: a.cfg.PublicBaseURL,
 			Debounce:      a.cfg.Debounce,
+			Sealer:        sealer,
+			Twilio:        tw,
 		})
 		if err != nil {
 			return err

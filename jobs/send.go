@@ -1,0 +1,284 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/conversa/conversa/store"
+)
+
+const (
+	// whatsAppWindow is how long after the contact's last message WhatsApp
+	// allows free text; past it only a template (ContentSid) may be sent.
+	whatsAppWindow = 24 * time.Hour
+	// lookupSkew widens a Twilio list look-up for clock differences between
+	// Postgres and Twilio.
+	lookupSkew = 2 * time.Minute
+	// paceMaxWait is the longest a send sleeps for its slot; further out it
+	// snoozes. Far below the job timeout.
+	paceMaxWait = time.Second
+)
+
+// SendWorker works conversa.send: it delivers one outbound message through
+// Twilio, never twice. Before calling Twilio it commits a claim (status
+// "sending"); a message still "sending" without a SID on a later attempt
+// means an earlier attempt's outcome is unknown, so the worker looks the
+// message up in Twilio's list and sends again only if Twilio has none.
+type SendWorker struct {
+	river.WorkerDefaults[SendArgs]
+	db            DB
+	sealer        *store.Sealer
+	twilio        *Twilio
+	pacer         *Pacer
+	publicBaseURL string
+	logger        *slog.Logger
+	metrics       *Metrics
+	now           func() time.Time
+}
+
+// NewSendWorker builds the conversa.send worker; d.Twilio and d.Sealer are required.
+func NewSendWorker(d Deps) *SendWorker {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &SendWorker{
+		db:            d.DB,
+		sealer:        d.Sealer,
+		twilio:        d.Twilio,
+		pacer:         &Pacer{Redis: d.Redis, DB: d.DB, MaxWait: paceMaxWait, Logger: d.Logger},
+		publicBaseURL: d.PublicBaseURL,
+		logger:        d.Logger,
+		metrics:       d.Metrics,
+		now:           d.Now,
+	}
+}
+
+// NextRetry backs off 2^attempt seconds (±10 %), capped at 30 minutes: with
+// 12 attempts a message gives up after about an hour of 429s or outages.
+func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
+	d := time.Duration(1<<min(job.Attempt, 11)) * time.Second
+	d = min(d, 30*time.Minute)
+	jitter := 0.9 + 0.2*rand.Float64()
+	return time.Now().Add(time.Duration(float64(d) * jitter))
+}
+
+// Work delivers one message.
+func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
+	kind := job.Kind
+	a := job.Args
+	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", kind)
+	outcome, err := w.work(ctx, job, log)
+	w.metrics.Job(kind, outcome)
+	return err
+}
+
+func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *slog.Logger) (string, error) {
+	a := job.Args
+	lastAttempt := job.Attempt >= job.MaxAttempts
+	d, err := store.LoadDelivery(ctx, w.db, a.TenantID, a.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("send: message not found")
+		return "cancelled", river.JobCancel(err)
+	}
+	if err != nil {
+		return "retry", err
+	}
+	if d.Direction != "outbound" {
+		return "cancelled", river.JobCancel(errors.New("send: message is not outbound"))
+	}
+	if d.TwilioSID != nil || (d.Status != store.StatusPending && d.Status != store.StatusSending) {
+		// Already accepted by Twilio (or already ended): this run is a duplicate.
+		w.metrics.Duplicate("send")
+		log.Info("send: already done", "status", d.Status)
+		return "skipped", nil
+	}
+	if d.OptedOut {
+		return w.fail(ctx, log, d, "", "opted_out")
+	}
+
+	msg := Outgoing{
+		AccountSID:     d.AccountSID,
+		From:           d.ChannelAddress,
+		To:             d.ContactAddress,
+		Body:           d.Body,
+		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
+	}
+	if d.ChannelKind == "whatsapp" && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
+		if d.TemplateSID == nil || *d.TemplateSID == "" {
+			return w.fail(ctx, log, d, "63016", "outside_whatsapp_window")
+		}
+		msg.ContentSID = *d.TemplateSID
+		if len(d.TemplateVars) > 0 && string(d.TemplateVars) != "null" {
+			msg.ContentVariables = string(d.TemplateVars)
+		}
+	}
+	token, err := w.sealer.Open(d.AuthTokenSealed)
+	if err != nil {
+		return w.fail(ctx, log, d, "", "auth_token_unreadable")
+	}
+	msg.AuthToken = token
+
+	// An earlier attempt was claimed and its outcome is unknown: look before sending again.
+	if d.Status == store.StatusSending && d.SendStartedAt != nil {
+		found, err := w.findEarlierSend(ctx, d, msg)
+		if err != nil {
+			_ = store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.lookup", map[string]any{"error": Classify(err).Reason})
+			if lastAttempt {
+				return w.fail(ctx, log, d, "", "send_outcome_unknown")
+			}
+			return "retry", fmt.Errorf("look up earlier send: %w", err)
+		}
+		if found != nil {
+			if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, found.SID, found.Status, "lookup"); err != nil {
+				return "retry", err
+			}
+			w.metrics.Duplicate("send")
+			log.Info("send: earlier attempt found at twilio", "message_sid", found.SID)
+			return "completed", nil
+		}
+		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.lookup", map[string]any{"found": false}); err != nil {
+			return "retry", err
+		}
+	}
+
+	wait, ok, err := w.pacer.Reserve(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond))
+	if err != nil {
+		return "retry", fmt.Errorf("pace: %w", err)
+	}
+	if !ok {
+		return "snoozed", river.JobSnooze(wait)
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "retry", ctx.Err()
+		}
+	}
+
+	claimed, err := store.ClaimSend(ctx, w.db, d.TenantID, d.MessageID, job.Attempt)
+	if err != nil {
+		return "retry", err
+	}
+	if !claimed {
+		w.metrics.Duplicate("send")
+		return "skipped", nil
+	}
+
+	sid, status, err := w.twilio.Send(msg)
+	if err == nil {
+		w.metrics.TwilioSend(ClassAccepted)
+		if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, sid, status, "create"); err != nil {
+			// Twilio has it; the status callback (keyed by ?m=) or the next
+			// attempt's look-up will record the SID.
+			return "retry", fmt.Errorf("store sent message: %w", err)
+		}
+		if d.ReplyToCreatedAt != nil {
+			w.metrics.ReplySent(w.now().Sub(*d.ReplyToCreatedAt))
+		}
+		log.Info("send: accepted", "message_sid", sid, "attempt", job.Attempt)
+		return "completed", nil
+	}
+
+	se := Classify(err)
+	w.metrics.TwilioSend(se.Class)
+	detail := map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": job.Attempt}
+	code := ""
+	if se.Code != 0 {
+		code = strconv.Itoa(se.Code)
+	}
+	switch se.Class {
+	case ClassPermanent:
+		if se.Code == 21610 {
+			if err := store.SetContactOptOut(ctx, w.db, d.TenantID, d.ContactID, true); err != nil {
+				return "retry", err
+			}
+		}
+		if _, err := w.fail(ctx, log, d, code, se.Reason); err != nil {
+			return "retry", err
+		}
+		return "cancelled", river.JobCancel(se)
+	case ClassRetry:
+		// Twilio did not take it: the message is definitely unsent again.
+		if err := store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail); err != nil {
+			return "retry", err
+		}
+		if lastAttempt {
+			if _, err := w.fail(ctx, log, d, code, "gave_up_"+se.Reason); err != nil {
+				return "retry", err
+			}
+			return "cancelled", river.JobCancel(se)
+		}
+		log.Info("send: will retry", "reason", se.Reason, "error_code", se.Code, "attempt", job.Attempt)
+		return "retry", se
+	default:
+		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.ambiguous", detail); err != nil {
+			return "retry", err
+		}
+		if lastAttempt {
+			if _, err := w.fail(ctx, log, d, code, "send_outcome_unknown"); err != nil {
+				return "retry", err
+			}
+			return "cancelled", river.JobCancel(se)
+		}
+		log.Warn("send: outcome unknown; will look up before any resend", "reason", se.Reason, "attempt", job.Attempt)
+		return "retry", se
+	}
+}
+
+// findEarlierSend looks in Twilio's list for a message this one's earlier
+// attempt created: same From and To, created since the first claim, same
+// body (a template's body is rendered by Twilio, so any body), and not
+// already recorded as another message of ours.
+func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg Outgoing) (*Sent, error) {
+	sent, err := w.twilio.FindSent(msg.AccountSID, msg.AuthToken, msg.From, msg.To, d.SendStartedAt.Add(-lookupSkew))
+	if err != nil {
+		return nil, err
+	}
+	// Oldest first: the first copy is the one to keep.
+	for i := len(sent) - 1; i >= 0; i-- {
+		s := sent[i]
+		if msg.ContentSID == "" && s.Body != msg.Body {
+			continue
+		}
+		other, err := store.MessageBySID(ctx, w.db, s.SID)
+		if err == nil && other != d.MessageID {
+			continue
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		return &s, nil
+	}
+	return nil, nil
+}
+
+// fail ends the message as failed with a reason (and Twilio's code), refunds
+// it, and completes the job: there is nothing left to try.
+func (w *SendWorker) fail(ctx context.Context, log *slog.Logger, d store.Delivery, code, reason string) (string, error) {
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return "retry", fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, reason); err != nil {
+		return "retry", err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "retry", fmt.Errorf("commit: %w", err)
+	}
+	log.Info("send: failed", "reason", reason, "error_code", code)
+	return "failed", nil
+}

@@ -1,0 +1,412 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// StatusCanceled is Twilio's status for a scheduled message that was
+// cancelled; Conversa stores it as failed with this reason.
+const StatusCanceled = "canceled"
+
+// statusRank orders the non-terminal statuses (SPEC §5.4). A status not in
+// the map is one Conversa does not track (receiving, partially_delivered...).
+var statusRank = map[string]int{
+	StatusPending:   0,
+	StatusQueued:    1,
+	StatusAccepted:  1,
+	"scheduled":     1,
+	StatusSending:   2,
+	StatusSent:      3,
+	StatusDelivered: 4,
+	StatusRead:      5,
+}
+
+// IsTerminalFailure reports whether a status ends a message as not delivered.
+func IsTerminalFailure(status string) bool {
+	return status == StatusFailed || status == StatusUndelivered || status == StatusCanceled
+}
+
+// StatusMoves reports whether a message at status cur moves to next: a
+// status never moves backwards, failed/undelivered are terminal, and a
+// failure never overwrites delivered or read (the customer got it).
+func StatusMoves(cur, next string) bool {
+	if IsTerminalFailure(cur) {
+		return false
+	}
+	curRank, ok := statusRank[cur]
+	if !ok {
+		return false
+	}
+	if IsTerminalFailure(next) {
+		return curRank < statusRank[StatusDelivered]
+	}
+	nextRank, ok := statusRank[next]
+	return ok && nextRank > curRank
+}
+
+// Delivery is an outbound message with everything the sender needs: the
+// contact, the conversation's WhatsApp window and the sending number.
+type Delivery struct {
+	MessageID        int64      `db:"id"`
+	TenantID         string     `db:"tenant_id"`
+	ConversationID   int64      `db:"conversation_id"`
+	Direction        string     `db:"direction"`
+	Status           string     `db:"status"`
+	Body             string     `db:"body"`
+	TwilioSID        *string    `db:"twilio_sid"`
+	SendStartedAt    *time.Time `db:"send_started_at"`
+	CreditsReserved  int        `db:"credits_reserved"`
+	ContactID        int64      `db:"contact_id"`
+	ContactAddress   string     `db:"contact_address"`
+	OptedOut         bool       `db:"opted_out"`
+	LastInboundAt    *time.Time `db:"last_inbound_at"`
+	ReplyToCreatedAt *time.Time `db:"reply_to_created_at"`
+	ChannelID        int64      `db:"channel_id"`
+	ChannelAddress   string     `db:"channel_address"`
+	ChannelKind      string     `db:"channel_kind"`
+	RatePerSecond    *float64   `db:"rate_per_second"`
+	TemplateSID      *string    `db:"template_content_sid"`
+	TemplateVars     []byte     `db:"template_variables"`
+	AccountSID       string     `db:"account_sid"`
+	AuthTokenSealed  []byte     `db:"auth_token_enc"`
+}
+
+// LoadDelivery returns one outbound message of one tenant with its contact
+// and sending number.
+func LoadDelivery(ctx context.Context, db DBTX, tenantID string, messageID int64) (Delivery, error) {
+	rows, err := db.Query(ctx, `
+		SELECT m.id, m.tenant_id, m.conversation_id, m.direction, m.status, m.body, m.twilio_sid,
+		       m.send_started_at, m.credits_reserved,
+		       ct.id AS contact_id, ct.address AS contact_address, ct.opted_out,
+		       cv.last_inbound_at, ri.created_at AS reply_to_created_at,
+		       ch.id AS channel_id, ch.address AS channel_address, ch.kind AS channel_kind,
+		       ch.rate_per_second, ch.template_content_sid, ch.template_variables,
+		       a.account_sid, a.auth_token_enc
+		FROM messages m
+		JOIN conversations cv ON cv.id = m.conversation_id
+		JOIN contacts ct ON ct.id = cv.contact_id
+		JOIN channels ch ON ch.id = cv.channel_id
+		JOIN twilio_accounts a ON a.id = ch.account_id
+		LEFT JOIN messages ri ON ri.id = m.reply_to_id
+		WHERE m.id = $1 AND m.tenant_id = $2`, messageID, tenantID)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("load delivery: %w", err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delivery])
+	if err != nil {
+		return Delivery{}, fmt.Errorf("load delivery: %w", notFound(err))
+	}
+	return d, nil
+}
+
+// ClaimSend marks a message as being sent, in its own committed transaction
+// before Twilio is called, so a later attempt knows an earlier one may have
+// reached Twilio. send_started_at keeps the first claim's time (the lower
+// bound for a look-up in Twilio's message list). It returns false when the
+// message is no longer claimable: it has a Twilio SID or a later status.
+func ClaimSend(ctx context.Context, db DBTX, tenantID string, messageID int64, attempt int) (bool, error) {
+	tag, err := db.Exec(ctx, `
+		WITH m AS (
+			UPDATE messages SET status = 'sending', send_started_at = COALESCE(send_started_at, clock_timestamp()),
+			       updated_at = now()
+			WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound'
+			  AND status IN ('pending', 'sending') AND twilio_sid IS NULL
+			RETURNING id
+		)
+		INSERT INTO message_events (tenant_id, message_id, kind, detail)
+		SELECT $2, m.id, 'send.attempt', jsonb_build_object('attempt', $3::int) FROM m`,
+		messageID, tenantID, attempt)
+	if err != nil {
+		return false, fmt.Errorf("claim send: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Unclaim returns a claimed message to pending after an attempt that
+// certainly did not reach Twilio (a 429, a refused connection), recording
+// why, so the next attempt sends without a look-up.
+func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kind string, detail map[string]any) error {
+	_, err := db.Exec(ctx, `
+		UPDATE messages SET status = 'pending', updated_at = now()
+		WHERE id = $1 AND tenant_id = $2 AND status = 'sending' AND twilio_sid IS NULL`, messageID, tenantID)
+	if err != nil {
+		return fmt.Errorf("unclaim: %w", err)
+	}
+	return AddEvent(ctx, db, tenantID, messageID, kind, detail)
+}
+
+// MarkSent stores the Twilio SID of an accepted message and moves its status
+// forward to Twilio's (never backwards). It returns false when the message
+// already had another SID. A SID stored on a different message is
+// ErrDuplicate.
+func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (bool, error) {
+	var cur string
+	var curSID *string
+	err := db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+		messageID, tenantID).Scan(&cur, &curSID)
+	if err != nil {
+		return false, fmt.Errorf("mark sent: %w", notFound(err))
+	}
+	if curSID != nil && *curSID != sid {
+		return false, nil
+	}
+	if curSID == nil {
+		// Checked first: a unique violation would abort the caller's transaction.
+		var taken bool
+		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1 AND id <> $2)`,
+			sid, messageID).Scan(&taken); err != nil {
+			return false, fmt.Errorf("mark sent: %w", err)
+		}
+		if taken {
+			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+		}
+	}
+	next := cur
+	if StatusMoves(cur, status) && !IsTerminalFailure(status) {
+		next = status
+	}
+	_, err = db.Exec(ctx, `UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
+		messageID, tenantID, sid, next)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+		}
+		return false, fmt.Errorf("mark sent: %w", err)
+	}
+	if curSID == nil {
+		if err := AddEvent(ctx, db, tenantID, messageID, "send.accepted",
+			map[string]any{"message_sid": sid, "status": status, "how": how}); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// MarkFailed ends a message as failed with Twilio's error code (empty for
+// none) and a reason, and refunds its credits. A message already delivered,
+// or already failed, is left as it is; the function then returns false.
+func MarkFailed(ctx context.Context, db DBTX, tenantID string, messageID int64, code, reason string) (bool, error) {
+	var cur string
+	err := db.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+		messageID, tenantID).Scan(&cur)
+	if err != nil {
+		return false, fmt.Errorf("mark failed: %w", notFound(err))
+	}
+	if !StatusMoves(cur, StatusFailed) {
+		return false, nil
+	}
+	_, err = db.Exec(ctx, `
+		UPDATE messages SET status = 'failed', error_code = NULLIF($3, ''), error_reason = $4, updated_at = now()
+		WHERE id = $1 AND tenant_id = $2`, messageID, tenantID, code, reason)
+	if err != nil {
+		return false, fmt.Errorf("mark failed: %w", err)
+	}
+	if err := AddEvent(ctx, db, tenantID, messageID, "send.failed", map[string]any{"error_code": code, "reason": reason}); err != nil {
+		return false, err
+	}
+	if _, err := Refund(ctx, db, tenantID, messageID); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Refund gives a failed message's reserved credits back to its tenant, once:
+// the ledger's unique (message_id, reason) makes a second refund a no-op. It
+// returns the amount refunded now (0 when already refunded or nothing was
+// reserved).
+func Refund(ctx context.Context, db DBTX, tenantID string, messageID int64) (int64, error) {
+	var amount int64
+	err := db.QueryRow(ctx, `
+		WITH r AS (
+			INSERT INTO credit_ledger (tenant_id, amount, reason, message_id)
+			SELECT tenant_id, credits_reserved, 'refund', id FROM messages
+			WHERE id = $1 AND tenant_id = $2 AND credits_reserved > 0
+			ON CONFLICT (message_id, reason) WHERE message_id IS NOT NULL DO NOTHING
+			RETURNING tenant_id, amount
+		)
+		UPDATE tenants t SET credits = t.credits + r.amount FROM r WHERE t.id = r.tenant_id
+		RETURNING r.amount`, messageID, tenantID).Scan(&amount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("refund: %w", err)
+	}
+	if err := AddEvent(ctx, db, tenantID, messageID, "credits.refunded", map[string]any{"amount": amount}); err != nil {
+		return 0, err
+	}
+	return amount, nil
+}
+
+// SetContactOptOut marks a contact opted out (true) or back in (false).
+func SetContactOptOut(ctx context.Context, db DBTX, tenantID string, contactID int64, optedOut bool) error {
+	_, err := db.Exec(ctx, `
+		UPDATE contacts SET opted_out = $3, opted_out_at = CASE WHEN $3 THEN now() END, updated_at = now()
+		WHERE id = $1 AND tenant_id = $2 AND opted_out <> $3`, contactID, tenantID, optedOut)
+	if err != nil {
+		return fmt.Errorf("set contact opt-out: %w", err)
+	}
+	return nil
+}
+
+// MessageBySID returns the id of the message that carries a Twilio SID.
+func MessageBySID(ctx context.Context, db DBTX, sid string) (int64, error) {
+	var id int64
+	err := db.QueryRow(ctx, `SELECT id FROM messages WHERE twilio_sid = $1`, sid).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("message by sid: %w", notFound(err))
+	}
+	return id, nil
+}
+
+// CallbackTarget is the outbound message a status callback is about, with
+// what is needed to check the callback's signature.
+type CallbackTarget struct {
+	MessageID       int64   `db:"id"`
+	TenantID        string  `db:"tenant_id"`
+	TwilioSID       *string `db:"twilio_sid"`
+	ContactID       int64   `db:"contact_id"`
+	ChannelAddress  string  `db:"channel_address"`
+	AccountSID      string  `db:"account_sid"`
+	AuthTokenSealed []byte  `db:"auth_token_enc"`
+}
+
+// CallbackTargetByID finds an outbound message by id (the callback's ?m=),
+// or, with id 0, by its Twilio SID.
+func CallbackTargetByID(ctx context.Context, db DBTX, id int64, sid string) (CallbackTarget, error) {
+	rows, err := db.Query(ctx, `
+		SELECT m.id, m.tenant_id, m.twilio_sid, cv.contact_id, ch.address AS channel_address,
+		       a.account_sid, a.auth_token_enc
+		FROM messages m
+		JOIN conversations cv ON cv.id = m.conversation_id
+		JOIN channels ch ON ch.id = cv.channel_id
+		JOIN twilio_accounts a ON a.id = ch.account_id
+		WHERE m.direction = 'outbound' AND CASE WHEN $1 > 0 THEN m.id = $1 ELSE m.twilio_sid = $2 END`, id, sid)
+	if err != nil {
+		return CallbackTarget{}, fmt.Errorf("callback target: %w", err)
+	}
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[CallbackTarget])
+	if err != nil {
+		return CallbackTarget{}, fmt.Errorf("callback target: %w", notFound(err))
+	}
+	return t, nil
+}
+
+// RecordStatusCallback remembers a (MessageSid, MessageStatus) pair and
+// reports whether it is new: a redelivered callback returns false.
+func RecordStatusCallback(ctx context.Context, db DBTX, sid, status string) (bool, error) {
+	tag, err := db.Exec(ctx, `INSERT INTO status_callbacks (message_sid, status) VALUES ($1, $2) ON CONFLICT DO NOTHING`, sid, status)
+	if err != nil {
+		return false, fmt.Errorf("record status callback: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// StatusUpdate is one status report from Twilio about an outbound message.
+type StatusUpdate struct {
+	TenantID   string
+	MessageID  int64
+	MessageSID string
+	Status     string
+	ErrorCode  string
+}
+
+// ApplyStatus applies a Twilio status to a message, monotonically: a late
+// "sent" never overwrites "delivered"; failed/undelivered/canceled are
+// terminal, record the error code, and refund the reserved credits. It stores
+// the SID when the message has none yet (the send's answer was lost). Every
+// report is a trace event, applied or not. Run it in a transaction.
+func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
+	var cur string
+	var curSID *string
+	err := db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+		u.MessageID, u.TenantID).Scan(&cur, &curSID)
+	if err != nil {
+		return false, fmt.Errorf("apply status: %w", notFound(err))
+	}
+	if curSID != nil && *curSID != u.MessageSID {
+		// Not this message's SID: record it (it would be a second copy), change nothing.
+		err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status.sid_mismatch",
+			map[string]any{"message_sid": u.MessageSID, "status": u.Status})
+		return false, err
+	}
+	if curSID == nil {
+		if _, err := MarkSent(ctx, db, u.TenantID, u.MessageID, u.MessageSID, StatusQueued, "status_callback"); errors.Is(err, ErrDuplicate) {
+			err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status.sid_mismatch",
+				map[string]any{"message_sid": u.MessageSID, "status": u.Status})
+			return false, err
+		} else if err != nil {
+			return false, err
+		}
+		if err := db.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1`, u.MessageID).Scan(&cur); err != nil {
+			return false, fmt.Errorf("apply status: %w", err)
+		}
+	}
+	moves := StatusMoves(cur, u.Status)
+	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status.callback", map[string]any{
+		"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode, "from": cur, "applied": moves,
+	}); err != nil {
+		return false, err
+	}
+	if !moves {
+		return false, nil
+	}
+	if IsTerminalFailure(u.Status) {
+		reason := "twilio_" + u.Status
+		stored := u.Status
+		if stored == StatusCanceled {
+			stored = StatusFailed
+		}
+		_, err = db.Exec(ctx, `
+			UPDATE messages SET status = $3, error_code = NULLIF($4, ''), error_reason = $5, updated_at = now()
+			WHERE id = $1 AND tenant_id = $2`, u.MessageID, u.TenantID, stored, u.ErrorCode, reason)
+		if err != nil {
+			return false, fmt.Errorf("apply status: %w", err)
+		}
+		if _, err := Refund(ctx, db, u.TenantID, u.MessageID); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	_, err = db.Exec(ctx, `UPDATE messages SET status = $3, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
+		u.MessageID, u.TenantID, u.Status)
+	if err != nil {
+		return false, fmt.Errorf("apply status: %w", err)
+	}
+	return true, nil
+}
+
+// ReservePace takes the next send slot of a sender number from the Postgres
+// pacing bucket (GCRA): slots are interval apart, and a caller may hold a
+// slot at most maxWait ahead. It returns how long to wait for the slot taken,
+// or, when none is free within maxWait, ok false and how long to come back
+// after.
+func ReservePace(ctx context.Context, db DBTX, address string, interval, maxWait time.Duration) (wait time.Duration, ok bool, err error) {
+	var secs float64
+	iv, mw := interval.Seconds(), maxWait.Seconds()
+	// statement_timestamp(), not now(): inside a long transaction now() stands still.
+	err = db.QueryRow(ctx, `
+		INSERT INTO send_pacing AS p (address, tat) VALUES ($1, statement_timestamp() + $2::float8 * interval '1 second')
+		ON CONFLICT (address) DO UPDATE SET tat = greatest(p.tat, statement_timestamp()) + $2::float8 * interval '1 second'
+		WHERE greatest(p.tat, statement_timestamp()) - statement_timestamp() <= $3::float8 * interval '1 second'
+		RETURNING extract(epoch FROM (p.tat - statement_timestamp()))::float8 - $2::float8`,
+		address, iv, mw).Scan(&secs)
+	if err == nil {
+		return max(0, time.Duration(secs*float64(time.Second))), true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, fmt.Errorf("reserve pace: %w", err)
+	}
+	err = db.QueryRow(ctx, `
+		SELECT extract(epoch FROM (greatest(tat, statement_timestamp()) - statement_timestamp()))::float8 - $2::float8
+		FROM send_pacing WHERE address = $1`, address, mw).Scan(&secs)
+	if err != nil {
+		return 0, false, fmt.Errorf("reserve pace: %w", err)
+	}
+	return max(time.Millisecond, time.Duration(secs*float64(time.Second))), false, nil
+}
