@@ -133,6 +133,7 @@ func (s *server) inbound(c *gin.Context) {
 	}
 	log := s.Logger.With("tenant_id", ch.TenantID, "message_sid", in.MessageSID)
 	if res.Duplicate {
+		markOutcome(c, outcomeDuplicate)
 		log.Info("inbound duplicate suppressed")
 	} else {
 		log.Info("inbound stored", "message_id", res.MessageID, "conversation_id", res.ConversationID)

@@ -47,6 +47,14 @@ type Deps struct {
 	Now func() time.Time
 	// TrustedProxies may set X-Forwarded-For (nil: none; client IP is the peer).
 	TrustedProxies []string
+	// AdminToken admits the operator to /api/v1 (everything) and River UI;
+	// empty admits no one.
+	AdminToken string
+	// RiverUI is NewRiverUI's handler, mounted at /riverui/ behind the admin
+	// token; nil = no River UI.
+	RiverUI http.Handler
+	// Metrics records the edge's metrics and serves /metrics; nil = neither.
+	Metrics *Metrics
 }
 
 // server holds the handlers' shared dependencies.
@@ -60,6 +68,43 @@ const MaxBodyBytes = 64 << 10
 
 // NewHandler returns the HTTP handler with every route in one place.
 func NewHandler(d Deps) *gin.Engine {
+	s, r := newServer(d)
+	tw := r.Group("/twilio", s.observeWebhook, limitRejected(newIPLimiter(20, 200, s.Now)))
+	tw.POST("/inbound", s.inbound)
+	tw.POST("/status", s.status)
+
+	// The operator API: every route authenticates; creating tenants and
+	// adding credits are the operator's alone.
+	api := r.Group("/api/v1", s.observeAPI, limitEveryRequest(newIPLimiter(100, 200, s.Now)), s.authenticate)
+	api.POST("/tenants", s.requireAdmin, s.createTenant)
+	api.POST("/tenants/:id/accounts", s.addAccount)
+	api.POST("/tenants/:id/credits", s.requireAdmin, s.addCredits)
+	api.PUT("/tenants/:id/agents/:name", s.putAgent)
+	api.GET("/conversations", s.listConversations)
+	api.GET("/conversations/:id/messages", s.listMessages)
+	api.POST("/conversations/:id/messages", s.sendMessage)
+	api.POST("/conversations/:id/handoff", s.handoff)
+	api.GET("/messages", s.findMessages)
+	api.GET("/messages/:id/trace", s.trace)
+
+	if s.RiverUI != nil {
+		// Mounted at the full path: River UI strips its own prefix.
+		ui := r.Group(RiverUIPrefix, s.requireAdminUI)
+		ui.Any("/*path", gin.WrapH(s.RiverUI))
+	}
+	return r
+}
+
+// NewWorkerHandler returns the handler of a process that only works jobs:
+// /healthz, /readyz and /metrics. It needs DB, Logger, and optionally Redis
+// and Metrics.
+func NewWorkerHandler(d Deps) *gin.Engine {
+	_, r := newServer(d)
+	return r
+}
+
+// newServer builds the engine with the routes every process serves.
+func newServer(d Deps) (*server, *gin.Engine) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -73,15 +118,15 @@ func NewHandler(d Deps) *gin.Engine {
 	// Client IPs (for rate limits) come from the connection, never from
 	// X-Forwarded-For, unless the proxies in front are named.
 	_ = r.SetTrustedProxies(d.TrustedProxies)
+	r.NoRoute(noRoute(http.StatusNotFound))
+	r.NoMethod(noRoute(http.StatusMethodNotAllowed))
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-
-	tw := r.Group("/twilio", limitRejected(newIPLimiter(20, 200, d.Now)))
-	tw.POST("/inbound", s.inbound)
-	tw.POST("/status", s.status)
-
-	return r
+	if s.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(s.Metrics.handler()))
+	}
+	return s, r
 }
 
 // publicURL is the URL Twilio signed: PUBLIC_BASE_URL plus the request's path

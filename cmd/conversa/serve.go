@@ -10,9 +10,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -159,12 +162,15 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 }
 
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
-func riverConfig(logger *slog.Logger, workers *river.Workers) *river.Config {
+func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer) *river.Config {
 	cfg := &river.Config{
 		Logger: logger.With("component", "river"),
-		// ScheduledAt within the debounce range stays "available", so a turn
-		// starts when its quiet window ends instead of on the 5 s scheduler.
-		Middleware: []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		Middleware: []rivertype.Middleware{
+			// ScheduledAt within the debounce range stays "available", so a turn
+			// starts when its quiet window ends instead of on the 5 s scheduler.
+			&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now},
+			jobs.NewJobMetricsMiddleware(reg),
+		},
 		// A crashed process's jobs are rescued after 20 s; the rescuer runs
 		// every 30 s, so interrupted work resumes within about a minute.
 		// JobTimeout stays below it, and TWILIO_TIMEOUT below JobTimeout.
@@ -213,6 +219,12 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		return err
 	}
 
+	// One registry per process, served at /metrics (no global registry).
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	jobMetrics := jobs.NewMetrics(reg)
+	edgeMetrics := webhook.NewMetrics(reg, pool)
+
 	var workers *river.Workers
 	if work {
 		llm, err := a.newLLM()
@@ -233,20 +245,28 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Debounce:      a.cfg.Debounce,
 			Sealer:        sealer,
 			Twilio:        tw,
+			Metrics:       jobMetrics,
 		})
 		if err != nil {
 			return err
 		}
 	}
-	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers))
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg))
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
 	}
 
+	// Gin's debug mode prints every route to stdout at start: not for a server.
+	gin.SetMode(gin.ReleaseMode)
 	var handler http.Handler
 	addr := a.cfg.WorkerHTTPAddr
 	if httpEdge {
 		addr = a.cfg.HTTPAddr
+		// River UI's background services live as long as ctx.
+		ui, err := webhook.NewRiverUI(ctx, riverClient, logger)
+		if err != nil {
+			return err
+		}
 		handler = webhook.NewHandler(webhook.Deps{
 			DB:            pool,
 			River:         riverClient,
@@ -255,9 +275,12 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Redis:         rdb,
 			PublicBaseURL: a.cfg.PublicBaseURL,
 			Debounce:      a.cfg.Debounce,
+			AdminToken:    a.cfg.AdminToken,
+			RiverUI:       ui,
+			Metrics:       edgeMetrics,
 		})
 	} else {
-		handler = webhook.NewHandler(webhook.Deps{DB: pool, Logger: logger, Redis: rdb})
+		handler = webhook.NewWorkerHandler(webhook.Deps{DB: pool, Logger: logger, Redis: rdb, Metrics: edgeMetrics})
 	}
 
 	ln, err := net.Listen("tcp", addr)

@@ -1,0 +1,246 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/store"
+)
+
+// uuidRE matches a tenant id.
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// listConversations handles GET /api/v1/conversations?status=&limit=&cursor=
+// (and, for the operator, &tenant_id=), newest first.
+func (s *server) listConversations(c *gin.Context) {
+	limit, before, err := readPage(c)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	status := c.Query("status")
+	switch status {
+	case "", "bot", "human", "closed":
+	default:
+		s.apiError(c, invalid("status must be bot, human or closed"))
+		return
+	}
+	scope := who(c).scope()
+	if id := c.Query("tenant_id"); id != "" {
+		// The operator may narrow the list to one tenant; a tenant key
+		// naming another tenant sees nothing.
+		if !uuidRE.MatchString(id) {
+			s.apiError(c, invalid("tenant_id is not a tenant id"))
+			return
+		}
+		if !who(c).owns(id) {
+			writeList(c, []store.ConversationView{}, limit, nil)
+			return
+		}
+		scope = store.TenantScope(id)
+	}
+	items, err := store.ListConversations(c.Request.Context(), s.DB, scope, store.ConversationFilter{
+		Status: status, BeforeID: before, Limit: limit + 1,
+	})
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	writeList(c, items, limit, func(v store.ConversationView) int64 { return v.ID })
+}
+
+// listMessages handles GET /api/v1/conversations/:id/messages, oldest first.
+func (s *server) listMessages(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	limit, after, err := readPage(c)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	ctx, scope := c.Request.Context(), who(c).scope()
+	// An empty page of a conversation that is not in scope must be 404.
+	if _, err := store.FindConversation(ctx, s.DB, scope, id); err != nil {
+		s.apiError(c, err)
+		return
+	}
+	items, err := store.ListMessages(ctx, s.DB, scope, id, after, limit+1)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	writeList(c, items, limit, func(m store.Message) int64 { return m.ID })
+}
+
+// Body limits per channel (Twilio's: SMS 1,600 characters, WhatsApp 4,096).
+var maxBody = map[string]int{"sms": 1600, "whatsapp": 4096}
+
+// sendMessage handles POST /api/v1/conversations/:id/messages: an operator's
+// message, written as pending together with its conversa.send job in one
+// transaction, so it is sent exactly once or not at all.
+func (s *server) sendMessage(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	var req struct {
+		Body string `json:"body"`
+	}
+	if err := decodeJSON(c, &req); err != nil {
+		s.apiError(c, err)
+		return
+	}
+	ctx, scope := c.Request.Context(), who(c).scope()
+	tx, err := s.DB.Begin(ctx)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	conv, err := store.FindConversation(ctx, tx, scope, id)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	body, err := textField("body", req.Body, true, maxBody[conv.ChannelKind])
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	switch {
+	case conv.Status == "closed":
+		s.apiError(c, fmt.Errorf("%w: the conversation is closed", store.ErrConflict))
+		return
+	case conv.ContactOptOut:
+		s.apiError(c, fmt.Errorf("%w: the contact has opted out (STOP); nothing is sent until they write START", store.ErrConflict))
+		return
+	}
+	msgID, err := store.InsertOutbound(ctx, tx, store.Outbound{
+		TenantID:       conv.TenantID,
+		ConversationID: conv.ID,
+		Author:         "human",
+		Body:           body,
+		EventKind:      "message.created",
+		Event:          map[string]any{"author": "human", "via": "api"},
+	})
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	if _, err := s.River.InsertTx(ctx, tx, jobs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
+		s.apiError(c, fmt.Errorf("insert send job: %w", err))
+		return
+	}
+	msg, err := store.FindMessage(ctx, tx, scope, msgID)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	if err := tx.Commit(ctx); err != nil {
+		s.apiError(c, fmt.Errorf("commit: %w", err))
+		return
+	}
+	s.Logger.Info("human message queued", "tenant_id", conv.TenantID, "conversation_id", conv.ID, "message_id", msgID)
+	c.JSON(http.StatusAccepted, msg)
+}
+
+// handoff handles POST /api/v1/conversations/:id/handoff {"to":"human"|"bot"}:
+// pause the AI (a human answers) or resume it.
+func (s *server) handoff(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	var req struct {
+		To string `json:"to"`
+	}
+	if err := decodeJSON(c, &req); err != nil {
+		s.apiError(c, err)
+		return
+	}
+	if req.To != "human" && req.To != "bot" {
+		s.apiError(c, invalid(`to must be "human" or "bot"`))
+		return
+	}
+	conv, err := store.Handoff(c.Request.Context(), s.DB, who(c).scope(), id, req.To)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	s.Logger.Info("conversation handed off", "tenant_id", conv.TenantID, "conversation_id", conv.ID, "to", req.To)
+	c.JSON(http.StatusOK, conv)
+}
+
+// findMessages handles GET /api/v1/messages?twilio_sid=SM...: the message
+// with that Twilio SID, as a list of zero or one.
+func (s *server) findMessages(c *gin.Context) {
+	sid, err := textField("twilio_sid", c.Query("twilio_sid"), true, 128)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	items := []store.Message{}
+	m, err := store.MessageByTwilioSID(c.Request.Context(), s.DB, who(c).scope(), sid)
+	switch {
+	case err == nil:
+		items = append(items, m)
+	case !errors.Is(err, store.ErrNotFound):
+		s.apiError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": nil})
+}
+
+// trace handles GET /api/v1/messages/:id/trace: the message and one
+// timeline (webhook, turn, agent, send attempts, status callbacks) that
+// also takes in its reply or the message it answers, each event naming its
+// message, plus the River jobs that worked on them, with state and errors.
+func (s *server) trace(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	ctx, scope := c.Request.Context(), who(c).scope()
+	msg, err := store.FindMessage(ctx, s.DB, scope, id)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	related, err := store.RelatedMessages(ctx, s.DB, scope, msg)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	ids := append([]int64{id}, related...)
+	events, err := store.MessageEvents(ctx, s.DB, scope, ids)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	jobList, err := store.MessageJobs(ctx, s.DB, scope, ids)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	if events == nil {
+		events = []store.TraceEvent{}
+	}
+	if jobList == nil {
+		jobList = []store.MessageJob{}
+	}
+	if related == nil {
+		related = []int64{}
+	}
+	c.JSON(http.StatusOK, gin.H{"message": msg, "related_message_ids": related, "events": events, "jobs": jobList})
+}
