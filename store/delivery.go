@@ -167,7 +167,13 @@ func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 		}
 	}
 	next := cur
-	if StatusMoves(cur, status) && !IsTerminalFailure(status) {
+	switch {
+	case curSID == nil && cur == StatusSending && !IsTerminalFailure(status) && statusRank[status] > 0:
+		// "sending" was only our claim before calling Twilio: Twilio's
+		// answer replaces it, even "queued", or a message whose status
+		// callbacks are lost would look stuck in "sending" for good.
+		next = status
+	case StatusMoves(cur, status) && !IsTerminalFailure(status):
 		next = status
 	}
 	_, err = db.Exec(ctx, `UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
