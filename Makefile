@@ -28,5 +28,8 @@ lint: ## gofmt and go vet.
 fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')
 
+chaos: ## Full chaos run (2,000 messages, worker and serve kills, Redis outage, Twilio faults); CHAOS_PG_RESTART=1 adds a Postgres restart on a private cluster.
+	CHAOS_FULL=1 CHAOS_PG_RESTART=$(CHAOS_PG_RESTART) $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./internal/chaos
+
 db-reset: ## Drop and recreate the DATABASE_URL database (asks nothing: local use only).
 	./scripts/db-reset.sh

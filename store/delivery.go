@@ -144,26 +144,45 @@ func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kin
 // forward to Twilio's (never backwards). It returns false when the message
 // already had another SID. A SID stored on a different message is
 // ErrDuplicate.
+//
+// Callers may pass a pool, where the row lock ends with the SELECT and a
+// status callback can commit before the UPDATE: the UPDATE therefore only
+// applies to the row as it was read, and otherwise the read is done again
+// (a lost update here once moved a message from "sent" back to "queued").
 func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (bool, error) {
+	for try := 1; ; try++ {
+		ok, changed, err := markSent(ctx, db, tenantID, messageID, sid, status, how)
+		if !changed {
+			return ok, err
+		}
+		if try == 5 {
+			return false, errors.New("mark sent: the message kept changing under the update")
+		}
+	}
+}
+
+// markSent is one try of MarkSent; changed reports that the row changed
+// after it was read, so nothing was written.
+func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (ok, changed bool, err error) {
 	var cur string
 	var curSID *string
-	err := db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+	err = db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
 		messageID, tenantID).Scan(&cur, &curSID)
 	if err != nil {
-		return false, fmt.Errorf("mark sent: %w", notFound(err))
+		return false, false, fmt.Errorf("mark sent: %w", notFound(err))
 	}
 	if curSID != nil && *curSID != sid {
-		return false, nil
+		return false, false, nil
 	}
 	if curSID == nil {
 		// Checked first: a unique violation would abort the caller's transaction.
 		var taken bool
 		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1 AND id <> $2)`,
 			sid, messageID).Scan(&taken); err != nil {
-			return false, fmt.Errorf("mark sent: %w", err)
+			return false, false, fmt.Errorf("mark sent: %w", err)
 		}
 		if taken {
-			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
 	}
 	next := cur
@@ -176,21 +195,26 @@ func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	case StatusMoves(cur, status) && !IsTerminalFailure(status):
 		next = status
 	}
-	_, err = db.Exec(ctx, `UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
-		messageID, tenantID, sid, next)
+	tag, err := db.Exec(ctx, `
+		UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now()
+		WHERE id = $1 AND tenant_id = $2 AND status = $5 AND twilio_sid IS NOT DISTINCT FROM $6`,
+		messageID, tenantID, sid, next, cur, curSID)
 	if err != nil {
 		if isUniqueViolation(err) {
-			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
-		return false, fmt.Errorf("mark sent: %w", err)
+		return false, false, fmt.Errorf("mark sent: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, true, nil
 	}
 	if curSID == nil {
 		if err := AddEvent(ctx, db, tenantID, messageID, "send.accepted",
 			map[string]any{"message_sid": sid, "status": status, "how": how}); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // MarkFailed ends a message as failed with Twilio's error code (empty for

@@ -2,7 +2,10 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/stretchr/testify/require"
 
@@ -48,4 +51,64 @@ func TestMarkSentReplacesTheSendClaim(t *testing.T) {
 	m, err = store.GetMessage(ctx, tx, ten.ID, id)
 	require.NoError(t, err)
 	require.Equal(t, store.StatusDelivered, m.Status)
+}
+
+// interleaved is a DBTX that, before the first UPDATE it runs, lets another
+// session commit a change: the race a pool caller of MarkSent meets.
+type interleaved struct {
+	store.DBTX
+	before func()
+}
+
+func (d *interleaved) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if d.before != nil && strings.Contains(sql, "UPDATE messages") {
+		f := d.before
+		d.before = nil
+		f()
+	}
+	return d.DBTX.Exec(ctx, sql, args...)
+}
+
+// A "sent" callback that commits between MarkSent's read and its write is
+// not overwritten. Found by the chaos run: the worker's MarkSent (on the
+// pool, so its row lock ended with the SELECT) moved a reply from "sent"
+// back to "queued".
+func TestMarkSentDoesNotOverwriteAConcurrentCallback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	ten := testdb.NewTenant(t, pool, 10)
+	ch, err := store.ChannelByAddress(ctx, pool, ten.WhatsApp)
+	require.NoError(t, err)
+	in, err := store.InsertInbound(ctx, pool, store.Inbound{
+		TenantID: ten.ID, ChannelID: ch.ID, From: "whatsapp:" + testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique() + testdb.Unique(), Body: "hi",
+	})
+	require.NoError(t, err)
+	id, err := store.InsertOutbound(ctx, pool, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: "bot", Body: "hello", CreditsReserved: 1})
+	require.NoError(t, err)
+	claimed, err := store.ClaimSend(ctx, pool, ten.ID, id, 1)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	sid := "SM" + testdb.Unique() + testdb.Unique()
+
+	db := &interleaved{DBTX: pool, before: func() {
+		// The status callbacks win the race: queued (records the SID), then sent.
+		for _, st := range []string{store.StatusQueued, store.StatusSent} {
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: id, MessageSID: sid, Status: st})
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit(ctx))
+		}
+	}}
+	_, err = store.MarkSent(ctx, db, ten.ID, id, sid, store.StatusQueued, "create")
+	require.NoError(t, err)
+
+	m, err := store.GetMessage(ctx, pool, ten.ID, id)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSent, m.Status)
+	require.Equal(t, sid, *m.TwilioSID)
+	var accepted int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM message_events WHERE message_id = $1 AND kind = 'send.accepted'`, id).Scan(&accepted))
+	require.Equal(t, 1, accepted)
 }
