@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -195,10 +196,23 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	case StatusMoves(cur, status) && !IsTerminalFailure(status):
 		next = status
 	}
+	// The "send.accepted" event is written by the same statement, so on a
+	// pool it cannot land in the trace after a callback that follows it.
+	event, err := json.Marshal(map[string]any{"message_sid": sid, "status": status, "how": how})
+	if err != nil {
+		return false, false, fmt.Errorf("mark sent: %w", err)
+	}
 	tag, err := db.Exec(ctx, `
-		UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now()
-		WHERE id = $1 AND tenant_id = $2 AND status = $5 AND twilio_sid IS NOT DISTINCT FROM $6`,
-		messageID, tenantID, sid, next, cur, curSID)
+		WITH m AS (
+			UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now()
+			WHERE id = $1 AND tenant_id = $2 AND status = $5 AND twilio_sid IS NOT DISTINCT FROM $6
+			RETURNING id
+		), e AS (
+			INSERT INTO message_events (tenant_id, message_id, kind, detail)
+			SELECT $2, m.id, 'send.accepted', $7 FROM m WHERE $6::text IS NULL
+		)
+		SELECT id FROM m`,
+		messageID, tenantID, sid, next, cur, curSID, event)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
@@ -207,12 +221,6 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	}
 	if tag.RowsAffected() == 0 {
 		return false, true, nil
-	}
-	if curSID == nil {
-		if err := AddEvent(ctx, db, tenantID, messageID, "send.accepted",
-			map[string]any{"message_sid": sid, "status": status, "how": how}); err != nil {
-			return false, false, err
-		}
 	}
 	return true, false, nil
 }

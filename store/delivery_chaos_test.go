@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/stretchr/testify/require"
@@ -53,15 +54,17 @@ func TestMarkSentReplacesTheSendClaim(t *testing.T) {
 	require.Equal(t, store.StatusDelivered, m.Status)
 }
 
-// interleaved is a DBTX that, before the first UPDATE it runs, lets another
-// session commit a change: the race a pool caller of MarkSent meets.
+// interleaved is a DBTX that, before the first statement containing match,
+// lets another session commit a change: the races a pool caller of MarkSent
+// meets.
 type interleaved struct {
 	store.DBTX
+	match  string
 	before func()
 }
 
 func (d *interleaved) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if d.before != nil && strings.Contains(sql, "UPDATE messages") {
+	if d.before != nil && strings.Contains(sql, d.match) {
 		f := d.before
 		d.before = nil
 		f()
@@ -77,6 +80,35 @@ func TestMarkSentDoesNotOverwriteAConcurrentCallback(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.Pool(t)
+	ten, id := claimedReply(t, pool)
+	sid := "SM" + testdb.Unique() + testdb.Unique()
+
+	db := &interleaved{DBTX: pool, match: "UPDATE messages", before: func() {
+		// The status callbacks win the race: queued (records the SID), then sent.
+		for _, st := range []string{store.StatusQueued, store.StatusSent} {
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: id, MessageSID: sid, Status: st})
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit(ctx))
+		}
+	}}
+	_, err := store.MarkSent(ctx, db, ten.ID, id, sid, store.StatusQueued, "create")
+	require.NoError(t, err)
+
+	m, err := store.GetMessage(ctx, pool, ten.ID, id)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSent, m.Status)
+	require.Equal(t, sid, *m.TwilioSID)
+	var accepted int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM message_events WHERE message_id = $1 AND kind = 'send.accepted'`, id).Scan(&accepted))
+	require.Equal(t, 1, accepted)
+}
+
+// claimedReply makes a reply whose send is claimed, on the pool.
+func claimedReply(t *testing.T, pool store.DBTX) (testdb.Tenant, int64) {
+	t.Helper()
+	ctx := context.Background()
 	ten := testdb.NewTenant(t, pool, 10)
 	ch, err := store.ChannelByAddress(ctx, pool, ten.WhatsApp)
 	require.NoError(t, err)
@@ -89,11 +121,20 @@ func TestMarkSentDoesNotOverwriteAConcurrentCallback(t *testing.T) {
 	claimed, err := store.ClaimSend(ctx, pool, ten.ID, id, 1)
 	require.NoError(t, err)
 	require.True(t, claimed)
-	sid := "SM" + testdb.Unique() + testdb.Unique()
+	return ten, id
+}
 
-	db := &interleaved{DBTX: pool, before: func() {
-		// The status callbacks win the race: queued (records the SID), then sent.
-		for _, st := range []string{store.StatusQueued, store.StatusSent} {
+// The trace shows "send.accepted" before the callbacks that follow it.
+// Found by the chaos run: the worker wrote the event after its UPDATE, on
+// the pool, and a slow worker's event landed after "delivered".
+func TestMarkSentRecordsAcceptedBeforeLaterCallbacks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	ten, id := claimedReply(t, pool)
+	sid := "SM" + testdb.Unique() + testdb.Unique()
+	db := &interleaved{DBTX: pool, match: "INSERT INTO message_events", before: func() {
+		for _, st := range []string{store.StatusSent, store.StatusDelivered} {
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
 			_, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: id, MessageSID: sid, Status: st})
@@ -101,14 +142,20 @@ func TestMarkSentDoesNotOverwriteAConcurrentCallback(t *testing.T) {
 			require.NoError(t, tx.Commit(ctx))
 		}
 	}}
-	_, err = store.MarkSent(ctx, db, ten.ID, id, sid, store.StatusQueued, "create")
+	_, err := store.MarkSent(ctx, db, ten.ID, id, sid, store.StatusQueued, "create")
 	require.NoError(t, err)
+	// In case MarkSent ran no separate insert, the callbacks come now.
+	if db.before != nil {
+		db.before()
+	}
 
+	rows, err := pool.Query(ctx, `SELECT kind FROM message_events WHERE message_id = $1
+		AND kind IN ('send.accepted', 'status.callback') ORDER BY id`, id)
+	require.NoError(t, err)
+	kinds, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"send.accepted", "status.callback", "status.callback"}, kinds)
 	m, err := store.GetMessage(ctx, pool, ten.ID, id)
 	require.NoError(t, err)
-	require.Equal(t, store.StatusSent, m.Status)
-	require.Equal(t, sid, *m.TwilioSID)
-	var accepted int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM message_events WHERE message_id = $1 AND kind = 'send.accepted'`, id).Scan(&accepted))
-	require.Equal(t, 1, accepted)
+	require.Equal(t, store.StatusDelivered, m.Status)
 }

@@ -62,7 +62,13 @@ type Config struct {
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	h := &harness{cfg: cfg, out: cfg.Out, started: time.Now()}
 	defer h.cleanup()
-	return h.run(ctx)
+	rep, err := h.run(ctx)
+	if rep != nil && len(rep.Violations) > 0 && h.pg == nil {
+		// Kept for a post-mortem; the next runs use new names.
+		h.keepDB = true
+		h.logf("violations: database %s kept for inspection (drop it when done)", h.dbName)
+	}
+	return rep, err
 }
 
 type harness struct {
@@ -85,6 +91,8 @@ type harness struct {
 	account  string
 	token    string
 	numbers  []string
+
+	keepDB bool
 
 	mu     sync.Mutex
 	events []string // what the chaos schedule did, for the report
@@ -118,7 +126,7 @@ func (h *harness) cleanup() {
 	if h.pool != nil {
 		h.pool.Close()
 	}
-	if h.dbName != "" && h.pg == nil {
+	if h.dbName != "" && h.pg == nil && !h.keepDB {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if conn, err := pgx.Connect(ctx, h.adminURL); err == nil {
