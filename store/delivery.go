@@ -302,6 +302,23 @@ func MessageBySID(ctx context.Context, db DBTX, sid string) (int64, error) {
 	return id, nil
 }
 
+// UnresolvedSendsBefore counts the replies of a conversation with the same
+// body whose send outcome is unknown too (claimed, no SID) and that were
+// claimed before this one: in a Twilio list look-up they have first claim
+// on the older copies, which cannot be told apart by their words.
+func UnresolvedSendsBefore(ctx context.Context, db DBTX, tenantID string, conversationID, messageID int64, body string, claimedAt time.Time) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `
+		SELECT count(*) FROM messages
+		WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'outbound' AND id <> $3
+		  AND body = $4 AND status = 'sending' AND twilio_sid IS NULL
+		  AND (send_started_at, id) < ($5, $3)`, tenantID, conversationID, messageID, body, claimedAt).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("unresolved sends before: %w", err)
+	}
+	return n, nil
+}
+
 // CallbackTarget is the outbound message a status callback is about, with
 // what is needed to check the callback's signature.
 type CallbackTarget struct {
