@@ -34,6 +34,11 @@ func TestChaos(t *testing.T) {
 		Messages: 300, Rate: 10, Contacts: 40, Numbers: 3, Redeliver: 0.10,
 		Workers: 2, WorkerKill: 2, ServeKill: 1, RedisDown: 3 * time.Second,
 		Faults: faults, Drain: 90 * time.Second,
+		Inject: []faketwilio.Fault{
+			{Kind: faketwilio.FaultAcceptThenHang, Times: 2},
+			{Kind: faketwilio.FaultAcceptThenDrop},
+			{Kind: faketwilio.FaultError, Code: 21211},
+		},
 	}
 	if os.Getenv("CHAOS_FULL") == "1" {
 		cfg.Messages, cfg.Rate, cfg.Contacts, cfg.Numbers = 2000, 20, 200, 4

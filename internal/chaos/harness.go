@@ -53,6 +53,9 @@ type Config struct {
 	RedisDown  time.Duration // a Redis outage of this length (0 = none)
 	PGRestart  bool          // restart Postgres once (a private cluster)
 	Faults     faketwilio.Rates
+	// Inject are faults for the sends right after the middle of the load,
+	// so a short run meets each kind at least once whatever the dice say.
+	Inject []faketwilio.Fault
 	// Drain bounds the wait, after the load, for the queue to empty.
 	Drain time.Duration
 }
@@ -398,6 +401,15 @@ func (h *harness) schedule(ctx context.Context, loadDur time.Duration) error {
 			err := h.redis.waitReady(sctx, 10*time.Second)
 			h.note("Redis back (empty)")
 			return err
+		}})
+	}
+	if len(h.cfg.Inject) > 0 {
+		steps = append(steps, step{at(0.5), func() error {
+			for _, f := range h.cfg.Inject {
+				h.fake.Inject(f)
+				h.note("inject %s x%d", f.Kind, max(f.Times, 1))
+			}
+			return nil
 		}})
 	}
 	if h.cfg.PGRestart && h.pg != nil {
