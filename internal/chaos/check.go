@@ -2,7 +2,9 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -257,6 +259,18 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 			r.violate("reply %d reserved %d credits but was never debited", o.ID, o.Reserved)
 		}
 	}
+	// A failure must be visible to an operator: the trace API says why.
+	var traced int
+	for _, o := range outs {
+		if (o.Status != "failed" && o.Status != "undelivered") || traced == 20 {
+			continue
+		}
+		traced++
+		if why := h.traceExplains(ctx, o.ID, o.Status); why != "" {
+			r.violate("reply %d: the trace API does not explain its failure: %s", o.ID, why)
+		}
+	}
+
 	var orphans int
 	for id, acc := range accepted {
 		if !byID[id] {
@@ -272,6 +286,7 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	r.add("replies failed/undelivered, by reason", fmtCounts(failReasons))
 	r.add("replies stuck pending/sending", stuck)
 	r.add("accepted but SID not recorded", unrecorded)
+	r.add("failed replies whose trace API shows reason + refund", traced)
 
 	// Status histories: no message moved backwards.
 	regress, err := h.checkMonotonic(ctx, r)
@@ -405,4 +420,56 @@ func deref(s *string) string {
 		return "<none>"
 	}
 	return *s
+}
+
+// traceExplains reads GET /api/v1/messages/{id}/trace as an operator would
+// and returns what is missing ("" when the trace shows the failure, its
+// reason and its refund).
+func (h *harness) traceExplains(ctx context.Context, id int64, status string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/api/v1/messages/%d/trace", h.baseURL, id), nil)
+	if err != nil {
+		return err.Error()
+	}
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	var tr struct {
+		Message struct {
+			Status string `json:"status"`
+		} `json:"message"`
+		Events []struct {
+			Kind   string         `json:"kind"`
+			Detail map[string]any `json:"detail"`
+		} `json:"events"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
+		return err.Error()
+	}
+	if tr.Message.Status != status {
+		return fmt.Sprintf("status %q, database %q", tr.Message.Status, status)
+	}
+	var reason, refund bool
+	for _, e := range tr.Events {
+		switch {
+		case e.Kind == "send.failed" && e.Detail["reason"] != "":
+			reason = true
+		case e.Kind == "status.callback" && e.Detail["status"] == status:
+			reason = true
+		case e.Kind == "credits.refunded":
+			refund = true
+		}
+	}
+	switch {
+	case !reason:
+		return "no send.failed or failure callback event"
+	case !refund:
+		return "no credits.refunded event"
+	}
+	return ""
 }

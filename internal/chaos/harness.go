@@ -90,6 +90,7 @@ type harness struct {
 	workers  []*proc
 	env      []string
 	baseURL  string
+	admin    string
 	tenantID string
 	account  string
 	token    string
@@ -231,6 +232,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	h.baseURL = "http://" + addr(httpPort)
+	h.admin = randHex(16)
 	h.env = []string{
 		"DATABASE_URL=" + dbURL,
 		"REDIS_URL=" + redisURL,
@@ -240,7 +242,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		"TWILIO_TIMEOUT=2s",
 		"DEBOUNCE=0",
 		"LLM_PROVIDER=offline",
-		"ADMIN_TOKEN=" + randHex(16),
+		"ADMIN_TOKEN=" + h.admin,
 		"SECRET_KEY=" + randHex(32),
 		"LOG_FORMAT=json",
 		"PATH=" + os.Getenv("PATH"),
