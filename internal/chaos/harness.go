@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -396,7 +397,9 @@ func (h *harness) schedule(ctx context.Context, loadDur time.Duration) error {
 		steps = append(steps, step{at(0.2), func() error {
 			h.redis.kill()
 			h.note("Redis down for %s", h.cfg.RedisDown)
-			time.Sleep(h.cfg.RedisDown)
+			time.Sleep(h.cfg.RedisDown / 2)
+			h.note("serve /readyz during the Redis outage: %s", h.readyz())
+			time.Sleep(h.cfg.RedisDown - h.cfg.RedisDown/2)
 			if err := h.redis.start(); err != nil {
 				return err
 			}
@@ -442,4 +445,16 @@ func (h *harness) schedule(ctx context.Context, loadDur time.Duration) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// readyz is the serve process's readiness as an operator's probe sees it.
+func (h *harness) readyz() string {
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(h.baseURL + "/readyz")
+	if err != nil {
+		return "no answer"
+	}
+	defer resp.Body.Close()
+	var body map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return fmt.Sprintf("%d postgres=%s redis=%s", resp.StatusCode, body["postgres"], body["redis"])
 }
