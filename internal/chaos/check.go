@@ -75,6 +75,13 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	r.add("Twilio faults drawn", strings.Join(fk, " "))
 	r.add("Twilio create requests", h.fake.Requests())
 
+	// Stale and duplicate status callbacks must change nothing.
+	replayed, err := h.replayCallbacks(ctx, r, 0.10)
+	if err != nil {
+		return nil, err
+	}
+	r.add("stale/duplicate status callbacks replayed", replayed)
+
 	// Inbound: stored once, nothing lost.
 	l.mu.Lock()
 	sent, acked := len(l.sent), len(l.acked)
