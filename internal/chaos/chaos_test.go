@@ -21,8 +21,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 // TestChaos runs the real binaries under faults and checks the promise.
 // In `make test` it is the reduced run; CHAOS_FULL=1 (`make chaos`) runs the
-// full size, and CHAOS_PG_RESTART=1 adds a Postgres restart on a private
-// cluster.
+// full size, CHAOS_PG_RESTART=1 adds a Postgres restart on a private
+// cluster, and CHAOS_DEBOUNCE (e.g. 1500ms) sets the processes' DEBOUNCE.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -46,6 +46,9 @@ func TestChaos(t *testing.T) {
 		cfg.Drain = 3 * time.Minute
 	}
 	cfg.PGRestart = os.Getenv("CHAOS_PG_RESTART") == "1"
+	if d, err := time.ParseDuration(os.Getenv("CHAOS_DEBOUNCE")); err == nil {
+		cfg.Debounce = d
+	}
 
 	dir, err := os.MkdirTemp("", "conversa-chaos-")
 	if err != nil {

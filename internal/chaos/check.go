@@ -292,6 +292,7 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	r.add("replies by status", fmtCounts(statuses))
 	r.add("replies failed/undelivered, by reason", fmtCounts(failReasons))
 	r.add("replies stuck pending/sending", stuck)
+	r.add("accepted, no final status (callbacks lost in an outage)", statuses["queued"]+statuses["sent"])
 	r.add("accepted but SID not recorded", unrecorded)
 	r.add("failed replies whose trace API shows reason + refund", traced)
 

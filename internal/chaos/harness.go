@@ -59,6 +59,8 @@ type Config struct {
 	Inject []faketwilio.Fault
 	// Drain bounds the wait, after the load, for the queue to empty.
 	Drain time.Duration
+	// Debounce is the processes' DEBOUNCE (0: every message answered at once).
+	Debounce time.Duration
 }
 
 // Run performs one chaos run and returns its checked report. An error
@@ -241,7 +243,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		"PUBLIC_BASE_URL=" + h.baseURL,
 		"TWILIO_API_URL=" + twilioURL,
 		"TWILIO_TIMEOUT=2s",
-		"DEBOUNCE=0",
+		"DEBOUNCE=" + h.cfg.Debounce.String(),
 		"LLM_PROVIDER=offline",
 		"ADMIN_TOKEN=" + h.admin,
 		"SECRET_KEY=" + randHex(32),
