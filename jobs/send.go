@@ -283,6 +283,11 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 	if err != nil {
 		return nil, err
 	}
+	// Older unresolved replies with the same words take the older copies.
+	skip, err := store.UnresolvedSendsBefore(ctx, w.db, d.TenantID, d.ConversationID, d.MessageID, d.Body, *d.SendStartedAt)
+	if err != nil {
+		return nil, err
+	}
 	// Oldest first: the first copy is the one to keep.
 	for i := len(sent) - 1; i >= 0; i-- {
 		s := sent[i]
@@ -295,6 +300,10 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, err
+		}
+		if skip > 0 {
+			skip--
+			continue
 		}
 		return &s, nil
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -144,47 +145,84 @@ func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kin
 // forward to Twilio's (never backwards). It returns false when the message
 // already had another SID. A SID stored on a different message is
 // ErrDuplicate.
+//
+// Callers may pass a pool, where the row lock ends with the SELECT and a
+// status callback can commit before the UPDATE: the UPDATE therefore only
+// applies to the row as it was read, and otherwise the read is done again
+// (a lost update here once moved a message from "sent" back to "queued").
 func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (bool, error) {
+	for try := 1; ; try++ {
+		ok, changed, err := markSent(ctx, db, tenantID, messageID, sid, status, how)
+		if !changed {
+			return ok, err
+		}
+		if try == 5 {
+			return false, errors.New("mark sent: the message kept changing under the update")
+		}
+	}
+}
+
+// markSent is one try of MarkSent; changed reports that the row changed
+// after it was read, so nothing was written.
+func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (ok, changed bool, err error) {
 	var cur string
 	var curSID *string
-	err := db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+	err = db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
 		messageID, tenantID).Scan(&cur, &curSID)
 	if err != nil {
-		return false, fmt.Errorf("mark sent: %w", notFound(err))
+		return false, false, fmt.Errorf("mark sent: %w", notFound(err))
 	}
 	if curSID != nil && *curSID != sid {
-		return false, nil
+		return false, false, nil
 	}
 	if curSID == nil {
 		// Checked first: a unique violation would abort the caller's transaction.
 		var taken bool
 		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1 AND id <> $2)`,
 			sid, messageID).Scan(&taken); err != nil {
-			return false, fmt.Errorf("mark sent: %w", err)
+			return false, false, fmt.Errorf("mark sent: %w", err)
 		}
 		if taken {
-			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
 	}
 	next := cur
-	if StatusMoves(cur, status) && !IsTerminalFailure(status) {
+	switch {
+	case curSID == nil && cur == StatusSending && !IsTerminalFailure(status) && statusRank[status] > 0:
+		// "sending" was only our claim before calling Twilio: Twilio's
+		// answer replaces it, even "queued", or a message whose status
+		// callbacks are lost would look stuck in "sending" for good.
+		next = status
+	case StatusMoves(cur, status) && !IsTerminalFailure(status):
 		next = status
 	}
-	_, err = db.Exec(ctx, `UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
-		messageID, tenantID, sid, next)
+	// The "send.accepted" event is written by the same statement, so on a
+	// pool it cannot land in the trace after a callback that follows it.
+	event, err := json.Marshal(map[string]any{"message_sid": sid, "status": status, "how": how})
+	if err != nil {
+		return false, false, fmt.Errorf("mark sent: %w", err)
+	}
+	tag, err := db.Exec(ctx, `
+		WITH m AS (
+			UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now()
+			WHERE id = $1 AND tenant_id = $2 AND status = $5 AND twilio_sid IS NOT DISTINCT FROM $6
+			RETURNING id
+		), e AS (
+			INSERT INTO message_events (tenant_id, message_id, kind, detail)
+			SELECT $2, m.id, 'send.accepted', $7 FROM m WHERE $6::text IS NULL
+		)
+		SELECT id FROM m`,
+		messageID, tenantID, sid, next, cur, curSID, event)
 	if err != nil {
 		if isUniqueViolation(err) {
-			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
-		return false, fmt.Errorf("mark sent: %w", err)
+		return false, false, fmt.Errorf("mark sent: %w", err)
 	}
-	if curSID == nil {
-		if err := AddEvent(ctx, db, tenantID, messageID, "send.accepted",
-			map[string]any{"message_sid": sid, "status": status, "how": how}); err != nil {
-			return false, err
-		}
+	if tag.RowsAffected() == 0 {
+		return false, true, nil
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // MarkFailed ends a message as failed with Twilio's error code (empty for
@@ -262,6 +300,23 @@ func MessageBySID(ctx context.Context, db DBTX, sid string) (int64, error) {
 		return 0, fmt.Errorf("message by sid: %w", notFound(err))
 	}
 	return id, nil
+}
+
+// UnresolvedSendsBefore counts the replies of a conversation with the same
+// body whose send outcome is unknown too (claimed, no SID) and that were
+// claimed before this one: in a Twilio list look-up they have first claim
+// on the older copies, which cannot be told apart by their words.
+func UnresolvedSendsBefore(ctx context.Context, db DBTX, tenantID string, conversationID, messageID int64, body string, claimedAt time.Time) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `
+		SELECT count(*) FROM messages
+		WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'outbound' AND id <> $3
+		  AND body = $4 AND status = 'sending' AND twilio_sid IS NULL
+		  AND (send_started_at, id) < ($5, $3)`, tenantID, conversationID, messageID, body, claimedAt).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("unresolved sends before: %w", err)
+	}
+	return n, nil
 }
 
 // CallbackTarget is the outbound message a status callback is about, with

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -73,12 +74,9 @@ func (a *app) newLogger() *slog.Logger {
 // openPool connects to DATABASE_URL. With create, a missing database is
 // created first (so `make run` works on a fresh machine).
 func (a *app) openPool(ctx context.Context, create bool, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
+	cfg, err := poolConfig(a.cfg.DatabaseURL, maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	if maxConns > 0 {
-		cfg.MaxConns = maxConns
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -98,6 +96,20 @@ func (a *app) openPool(ctx context.Context, create bool, maxConns int32) (*pgxpo
 		return nil, fmt.Errorf("connect to postgres at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return pool, nil
+}
+
+// poolConfig parses DATABASE_URL with maxConns as the pool size, unless the
+// URL sets pool_max_conns itself: several processes on one Postgres must be
+// able to fit under its max_connections.
+func poolConfig(databaseURL string, maxConns int32) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if maxConns > 0 && !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = maxConns
+	}
+	return cfg, nil
 }
 
 // createDatabase creates the database cfg names, connecting to "postgres".

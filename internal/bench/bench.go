@@ -28,6 +28,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/conversa/conversa/internal/twiliohook"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
@@ -174,9 +175,7 @@ func (b *bench) edgeServer(ctx context.Context) (string, func(), error) {
 
 // sender posts signed inbound webhooks like Twilio does.
 type sender struct {
-	hc      *http.Client
-	target  string
-	signAs  string // the PUBLIC_BASE_URL the server checks signatures against
+	poster  *twiliohook.Poster
 	tenant  benchTenant
 	counter atomic.Int64
 	prefix  string
@@ -184,7 +183,10 @@ type sender struct {
 
 func newSender(target, signAs string, t benchTenant) *sender {
 	tr := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second}
-	return &sender{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, target: target, signAs: signAs, tenant: t, prefix: randHex(4)}
+	return &sender{
+		poster: &twiliohook.Poster{HC: &http.Client{Transport: tr, Timeout: 30 * time.Second}, Target: target, PublicBaseURL: signAs},
+		tenant: t, prefix: randHex(4),
+	}
 }
 
 // post sends one inbound message from contact c to number n and returns its latency.
@@ -195,22 +197,13 @@ func (s *sender) post(ctx context.Context, contact string, number string) (time.
 		"MessageSid": {sid}, "AccountSid": {s.tenant.accountSID}, "From": {contact}, "To": {number},
 		"Body": {"Hello, what time do you open tomorrow?"}, "NumMedia": {"0"}, "ProfileName": {"Bench"},
 	}
-	body := form.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target+"/twilio/inbound", strings.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(s.tenant.token, s.signAs+"/twilio/inbound", form))
 	start := time.Now()
-	resp, err := s.hc.Do(req)
+	code, err := s.poster.Post(ctx, "/twilio/inbound", s.tenant.token, form)
 	if err != nil {
 		return 0, err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("inbound answered %s", resp.Status)
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("inbound answered %d", code)
 	}
 	return time.Since(start), nil
 }

@@ -101,6 +101,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the fake's clock; nil means time.Now.
 	Now func() time.Time
+	// Chance, when set, is asked for a fault for each send that no injected
+	// fault matched (nil for none): probabilistic faults for chaos runs. It
+	// is called with the fake's lock held, so it must not call the fake.
+	Chance func(to string) *Fault
 }
 
 // Fake is a fake Twilio Messages API; it is an http.Handler.
@@ -302,6 +306,9 @@ func (f *Fake) takeFault(to string) *Fault {
 			c := *ft
 			return &c
 		}
+	}
+	if f.opts.Chance != nil {
+		return f.opts.Chance(to)
 	}
 	return nil
 }
