@@ -150,27 +150,45 @@ func (api demoAPI) get(ctx context.Context, path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// waitForDelivery follows the inbound message to its reply's final status.
+// waitForDelivery follows the inbound message to its reply's final status,
+// printing the trace's events as they happen, so a reply that is slow (or
+// stuck: say the server is not on the sandbox Twilio) shows why.
 func (api demoAPI) waitForDelivery(ctx context.Context, out io.Writer, messageSID string, timeout time.Duration) (store.Message, error) {
 	deadline := time.Now().Add(timeout)
-	last := ""
+	var inbound *store.Message
+	printed := 0
+	last := store.Message{}
 	for time.Now().Before(deadline) {
-		var found struct {
-			Items []store.Message `json:"items"`
+		if inbound == nil {
+			var found struct {
+				Items []store.Message `json:"items"`
+			}
+			if err := api.get(ctx, "/messages?twilio_sid="+url.QueryEscape(messageSID), &found); err == nil && len(found.Items) > 0 {
+				inbound = &found.Items[0]
+			}
 		}
-		if err := api.get(ctx, "/messages?twilio_sid="+url.QueryEscape(messageSID), &found); err == nil && len(found.Items) > 0 {
+		if inbound != nil {
+			var trace struct {
+				Events []struct {
+					Kind   string         `json:"kind"`
+					Detail map[string]any `json:"detail"`
+				} `json:"events"`
+			}
+			if err := api.get(ctx, fmt.Sprintf("/messages/%d/trace", inbound.ID), &trace); err == nil {
+				for _, e := range trace.Events[min(printed, len(trace.Events)):] {
+					fmt.Fprintf(out, "  · %s%s\n", e.Kind, eventSummary(e.Detail))
+				}
+				printed = max(printed, len(trace.Events))
+			}
 			var msgs struct {
 				Items []store.Message `json:"items"`
 			}
-			if err := api.get(ctx, fmt.Sprintf("/conversations/%d/messages", found.Items[0].ConversationID), &msgs); err == nil {
+			if err := api.get(ctx, fmt.Sprintf("/conversations/%d/messages", inbound.ConversationID), &msgs); err == nil {
 				for _, m := range msgs.Items {
 					if m.Direction != "outbound" {
 						continue
 					}
-					if m.Status != last {
-						fmt.Fprintf(out, "… reply is %s\n", m.Status)
-						last = m.Status
-					}
+					last = m
 					switch m.Status {
 					case store.StatusDelivered, store.StatusRead, store.StatusFailed, store.StatusUndelivered:
 						return m, nil
@@ -178,19 +196,30 @@ func (api demoAPI) waitForDelivery(ctx context.Context, out io.Writer, messageSI
 				}
 			}
 		}
-		if last == "" {
-			fmt.Fprint(out, ".")
-		}
 		select {
 		case <-ctx.Done():
 			return store.Message{}, ctx.Err()
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	if last == "" {
+	if last.ID == 0 {
 		return store.Message{}, errors.New("no reply within the timeout: look at the server's log and /riverui/")
 	}
-	return store.Message{}, fmt.Errorf("the reply was still %s after %s", last, timeout)
+	return store.Message{}, fmt.Errorf("the reply was still %s after %s (is the server on the sandbox Twilio? `make run` sets TWILIO_API_URL=sandbox)", last.Status, timeout)
+}
+
+// eventSummary picks the telling fields of a trace event's detail.
+func eventSummary(d map[string]any) string {
+	var parts []string
+	for _, k := range []string{"agent", "reason", "status", "class", "error_code", "attempt"} {
+		if v, ok := d[k]; ok && v != nil && v != "" {
+			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func randHex(n int) string {
