@@ -31,10 +31,15 @@ import (
 	"github.com/conversa/conversa/webhook"
 )
 
-// Worker pool sizes. A turn waits on an LLM, a send on Twilio: both are I/O.
+// Worker pool sizes. A turn waits on an LLM, a send on Twilio: both are I/O,
+// and neither holds a database connection while it waits, so the pool is
+// smaller than the worker count: a serve and two work processes fit in
+// Postgres's default 100 connections. pool_max_conns in DATABASE_URL
+// overrides it.
 const (
-	replyWorkers = 20
-	sendWorkers  = 40
+	replyWorkers     = 20
+	sendWorkers      = 40
+	defaultPoolConns = 30
 )
 
 type runCmd struct{}
@@ -217,7 +222,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		// Printed to the terminal, not logged: logs never carry secrets.
 		fmt.Fprintf(a.stdout, "ADMIN_TOKEN was not set; this run's admin token is: %s\n", a.cfg.AdminToken)
 	}
-	pool, err := a.openPool(ctx, migrate, replyWorkers+sendWorkers+20)
+	pool, err := a.openPool(ctx, migrate, defaultPoolConns)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,13 @@ type pipeline struct {
 
 // startPipeline builds bin/conversa and runs it against the bench database.
 func (b *bench) startPipeline(ctx context.Context) (*pipeline, error) {
+	// Each figure starts from an empty queue (the ingest figure leaves its
+	// turn jobs unworked) and with this process's idle connections closed,
+	// so the server has the database's connections to itself.
+	if _, err := b.pool.Exec(ctx, `DELETE FROM river_job`); err != nil {
+		return nil, err
+	}
+	b.pool.Reset()
 	bin, err := filepath.Abs("bin/conversa-bench")
 	if err != nil {
 		return nil, err
