@@ -110,7 +110,9 @@ func (b *bench) newTenant(ctx context.Context, n int, credits int64) (benchTenan
 	if _, err := store.AddAccount(ctx, b.pool, bt.id, bt.accountSID, sealed, bt.numbers); err != nil {
 		return bt, err
 	}
-	_, err = store.AddCredits(ctx, b.pool, bt.id, credits)
+	if credits > 0 {
+		_, err = store.AddCredits(ctx, b.pool, bt.id, credits)
+	}
 	return bt, err
 }
 
