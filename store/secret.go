@@ -84,8 +84,8 @@ func HashAPIKey(key string) []byte {
 	return sum[:]
 }
 
-// NewAPIKey returns a fresh random tenant API key.
-func NewAPIKey() (string, error) {
+// newAPIKey returns a fresh random tenant API key.
+func newAPIKey() (string, error) {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("new api key: %w", err)

@@ -20,12 +20,17 @@ type Tenant struct {
 
 const tenantColumns = `id, name, credits, reply_price, created_at`
 
-// CreateTenant inserts a tenant whose API key hashes to apiKeyHash, together
-// with its default agent, so a new tenant can answer from its first message.
-func CreateTenant(ctx context.Context, db DBTX, name string, apiKeyHash []byte) (Tenant, error) {
+// CreateTenant inserts a tenant with a fresh API key, together with its
+// default agent, so a new tenant can answer from its first message. The key
+// is returned once; only its hash is stored.
+func CreateTenant(ctx context.Context, db DBTX, name string) (Tenant, string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return Tenant{}, fmt.Errorf("create tenant: name is empty")
+		return Tenant{}, "", fmt.Errorf("create tenant: name is empty")
+	}
+	key, err := newAPIKey()
+	if err != nil {
+		return Tenant{}, "", err
 	}
 	rows, err := db.Query(ctx, `
 		WITH t AS (
@@ -36,15 +41,15 @@ func CreateTenant(ctx context.Context, db DBTX, name string, apiKeyHash []byte) 
 			SELECT t.id, 'assistant', $3, true, '{}', $4 FROM t
 		)
 		SELECT `+tenantColumns+` FROM t`,
-		name, apiKeyHash, DefaultAgentPrompt, DefaultAgentFAQ)
+		name, HashAPIKey(key), DefaultAgentPrompt, DefaultAgentFAQ)
 	if err != nil {
-		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+		return Tenant{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Tenant])
 	if err != nil {
-		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+		return Tenant{}, "", fmt.Errorf("create tenant: %w", err)
 	}
-	return t, nil
+	return t, key, nil
 }
 
 // DefaultAgentPrompt is the system prompt of the agent every tenant starts with.

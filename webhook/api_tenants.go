@@ -26,12 +26,7 @@ func (s *server) createTenant(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	key, err := store.NewAPIKey()
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	t, err := store.CreateTenant(c.Request.Context(), s.DB, name, store.HashAPIKey(key))
+	t, key, err := store.CreateTenant(c.Request.Context(), s.DB, name)
 	if err != nil {
 		s.apiError(c, err)
 		return

@@ -57,11 +57,7 @@ func (t *tenantCreateCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer pool.Close()
-	key, err := store.NewAPIKey()
-	if err != nil {
-		return err
-	}
-	ten, err := store.CreateTenant(ctx, pool, t.Name, store.HashAPIKey(key))
+	ten, key, err := store.CreateTenant(ctx, pool, t.Name)
 	if err != nil {
 		return err
 	}

@@ -40,11 +40,7 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer pool.Close()
-	key, err := store.NewAPIKey()
-	if err != nil {
-		return err
-	}
-	tenant, err := store.CreateTenant(ctx, pool, "Demo "+time.Now().Format("2006-01-02 15:04:05"), store.HashAPIKey(key))
+	tenant, key, err := store.CreateTenant(ctx, pool, "Demo "+time.Now().Format("2006-01-02 15:04:05"))
 	if err != nil {
 		return err
 	}

@@ -94,8 +94,7 @@ func (b *bench) close() { b.pool.Close() }
 
 // newTenant creates a tenant with n WhatsApp numbers and credits.
 func (b *bench) newTenant(ctx context.Context, n int, credits int64) (benchTenant, error) {
-	key, _ := store.NewAPIKey()
-	t, err := store.CreateTenant(ctx, b.pool, "bench-"+randHex(4), store.HashAPIKey(key))
+	t, key, err := store.CreateTenant(ctx, b.pool, "bench-"+randHex(4))
 	if err != nil {
 		return benchTenant{}, err
 	}

@@ -48,11 +48,7 @@ func PhoneNumber() string {
 func NewTenant(t testing.TB, db store.DBTX, credits int64) Tenant {
 	t.Helper()
 	ctx := context.Background()
-	key, err := store.NewAPIKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ten, err := store.CreateTenant(ctx, db, "tenant-"+Unique(), store.HashAPIKey(key))
+	ten, key, err := store.CreateTenant(ctx, db, "tenant-"+Unique())
 	if err != nil {
 		t.Fatal(err)
 	}
