@@ -82,21 +82,26 @@ func decodeInbound(form url.Values) (store.Inbound, string, string, error) {
 }
 
 // resolve finds the channel a webhook is for and checks its signature with the
-// auth token of the account that owns the number.
+// auth token of the account that owns the number. A recently resolved channel
+// comes from the cache; a request that does not match the cached entry is
+// checked again against the database before it is refused.
 func (s *server) resolve(ctx context.Context, r *http.Request, form url.Values, to, accountSID string) (store.Channel, error) {
-	ch, err := store.ChannelByAddress(ctx, s.DB, to)
+	if e, ok := s.channels.get(to); ok {
+		if (accountSID == "" || accountSID == e.ch.AccountSID) &&
+			ValidSignature(e.token, s.publicURL(r), form, r.Header.Get("X-Twilio-Signature")) {
+			return e.ch, nil
+		}
+		s.channels.forget(to)
+	}
+	ch, token, err := s.lookupChannel(ctx, to)
 	if errors.Is(err, store.ErrNotFound) {
 		return ch, fmt.Errorf("%w: number not served", errForbidden)
 	}
 	if err != nil {
-		return ch, err
+		return ch, fmt.Errorf("resolve channel: %w", err)
 	}
 	if accountSID != "" && accountSID != ch.AccountSID {
 		return ch, fmt.Errorf("%w: account does not own the number", errForbidden)
-	}
-	token, err := s.Sealer.Open(ch.AuthTokenSealed)
-	if err != nil {
-		return ch, fmt.Errorf("open auth token: %w", err)
 	}
 	if !ValidSignature(token, s.publicURL(r), form, r.Header.Get("X-Twilio-Signature")) {
 		return ch, fmt.Errorf("%w: bad signature", errForbidden)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
 )
 
@@ -288,4 +289,39 @@ func TestSignatureMatchesTwilioGoVector(t *testing.T) {
 	require.Equal(t, "vOEb5UThFn24KEfnOFLQY2AE5FY=", webhook.Signature("12345", u, form))
 	require.True(t, webhook.ValidSignature("12345", u, form, "vOEb5UThFn24KEfnOFLQY2AE5FY="))
 	require.False(t, webhook.ValidSignature("12345", u, form, "vOEb5UThFn24KEfnOFLQY2AE5FZ="))
+}
+
+func TestInboundChannelCacheFollowsTokenRotationAndMovedNumbers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	h := edge(t, 0)
+	ten := testdb.NewTenant(t, pool, 5)
+	from := "whatsapp:" + testdb.PhoneNumber()
+	// Warm the cache with the first token.
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", ten.AuthToken, inboundForm(ten, from, "one")).Code)
+
+	// The auth token is rotated: the new one is accepted at once.
+	rotated := "tok" + testdb.Unique() + testdb.Unique()
+	sealed, err := testdb.Sealer(t).Seal(rotated)
+	require.NoError(t, err)
+	_, err = store.AddAccount(ctx, pool, ten.ID, ten.AccountSID, sealed, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", rotated, inboundForm(ten, from, "two")).Code)
+
+	// The number moves to a second account of the tenant: that account's
+	// webhooks are accepted at once, and the first account's are refused.
+	second := "AC" + testdb.Unique() + testdb.Unique()
+	secondToken := "tok" + testdb.Unique()
+	sealed, err = testdb.Sealer(t).Seal(secondToken)
+	require.NoError(t, err)
+	_, err = store.AddAccount(ctx, pool, ten.ID, second, sealed, []string{ten.WhatsApp})
+	require.NoError(t, err)
+	moved := ten
+	moved.AccountSID = second
+	require.Equal(t, http.StatusOK, post(t, h, "/twilio/inbound", secondToken, inboundForm(moved, from, "three")).Code)
+	require.Equal(t, http.StatusForbidden, post(t, h, "/twilio/inbound", rotated, inboundForm(ten, from, "four")).Code)
+
+	msgs, _ := counts(t, ten.ID)
+	require.Equal(t, 3, msgs)
 }

@@ -60,7 +60,8 @@ type Deps struct {
 // server holds the handlers' shared dependencies.
 type server struct {
 	Deps
-	group *committer
+	group    *committer
+	channels *channelCache
 }
 
 // MaxBodyBytes is the largest webhook body accepted (413 beyond).
@@ -111,6 +112,7 @@ func newServer(d Deps) (*server, *gin.Engine) {
 	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
 	s := &server{Deps: d}
 	s.group = &committer{s: s}
+	s.channels = newChannelCache(d.Now)
 
 	r := gin.New()
 	r.Use(gin.Recovery())

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -32,11 +33,23 @@ func run(ctx context.Context, args []string) error {
 	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
 	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve); empty = all")
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (load generator and in-process servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	want := func(name string) bool {
 		return *only == "" || strings.Contains(","+*only+",", ","+name+",")
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r := &report{started: time.Now()}
 	b, err := newBench(ctx, *admin)
