@@ -84,7 +84,7 @@ func TestSignedInboundBurstEndsInOneReply(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), max(body) FROM messages WHERE tenant_id = $1 AND direction = 'outbound'`, ten.ID).Scan(&replies, &body))
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'conversa.send' AND args->>'tenant_id' = $1`, ten.ID).Scan(&sendJobs))
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'conversa.reply' AND args->>'tenant_id' = $1`, ten.ID).Scan(&replyJobs))
-	require.NoError(t, pool.QueryRow(ctx, `SELECT credits FROM tenants WHERE id = $1`, ten.ID).Scan(&credits))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT COALESCE(sum(credits), 0)::bigint FROM credit_stripes WHERE tenant_id = $1`, ten.ID).Scan(&credits))
 	require.Equal(t, 3, replyJobs)
 	require.Equal(t, 1, replies, "one reply for the burst")
 	require.Contains(t, body, "Monday to Friday", "the reply answers the burst's questions")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -266,9 +267,12 @@ func Refund(ctx context.Context, db DBTX, tenantID string, messageID int64) (int
 			WHERE id = $1 AND tenant_id = $2 AND credits_reserved > 0
 			ON CONFLICT (message_id, reason) WHERE message_id IS NOT NULL DO NOTHING
 			RETURNING tenant_id, amount
+		), s AS (
+			INSERT INTO credit_stripes (tenant_id, stripe, credits)
+			SELECT tenant_id, $3, amount FROM r
+			ON CONFLICT (tenant_id, stripe) DO UPDATE SET credits = credit_stripes.credits + EXCLUDED.credits
 		)
-		UPDATE tenants t SET credits = t.credits + r.amount FROM r WHERE t.id = r.tenant_id
-		RETURNING r.amount`, messageID, tenantID).Scan(&amount)
+		SELECT amount FROM r`, messageID, tenantID, rand.IntN(creditStripes)).Scan(&amount)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}

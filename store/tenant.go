@@ -18,7 +18,14 @@ type Tenant struct {
 	CreatedAt  time.Time `db:"created_at" json:"created_at"`
 }
 
-const tenantColumns = `id, name, credits, reply_price, created_at`
+// tenantColumns reads a tenant; its balance is the sum of its credit stripes.
+var tenantColumns = `id, name, ` + balanceOf("tenants.id") + ` AS credits, reply_price, created_at`
+
+// balanceOf is the SQL for the credit balance of the tenant whose id is the
+// expression tenantID.
+func balanceOf(tenantID string) string {
+	return `(SELECT COALESCE(sum(s.credits), 0) FROM credit_stripes s WHERE s.tenant_id = ` + tenantID + `)::bigint`
+}
 
 // CreateTenant inserts a tenant with a fresh API key, together with its
 // default agent, so a new tenant can answer from its first message. The key
@@ -35,12 +42,12 @@ func CreateTenant(ctx context.Context, db DBTX, name string) (Tenant, string, er
 	rows, err := db.Query(ctx, `
 		WITH t AS (
 			INSERT INTO tenants (name, api_key_hash) VALUES ($1, $2)
-			RETURNING `+tenantColumns+`
+			RETURNING id, name, 0::bigint AS credits, reply_price, created_at
 		), a AS (
 			INSERT INTO agents (tenant_id, name, system_prompt, is_default, keywords, faq)
 			SELECT t.id, 'assistant', $3, true, '{}', $4 FROM t
 		)
-		SELECT `+tenantColumns+` FROM t`,
+		SELECT * FROM t`,
 		name, HashAPIKey(key), DefaultAgentPrompt, DefaultAgentFAQ)
 	if err != nil {
 		return Tenant{}, "", fmt.Errorf("create tenant: %w", err)
@@ -91,18 +98,26 @@ func TenantByAPIKeyHash(ctx context.Context, db DBTX, hash []byte) (Tenant, erro
 	return t, nil
 }
 
-// AddCredits tops a tenant up by amount (> 0) and returns the new balance.
+// AddCredits tops a tenant up by amount (> 0), spread evenly over its
+// credit stripes, and returns the new balance.
 func AddCredits(ctx context.Context, db DBTX, tenantID string, amount int64) (int64, error) {
 	if amount <= 0 {
 		return 0, fmt.Errorf("add credits: amount must be positive")
 	}
 	var balance int64
+	// Stripes are locked in stripe order, as the debit's slow path does.
 	err := db.QueryRow(ctx, `
 		WITH l AS (
 			INSERT INTO credit_ledger (tenant_id, amount, reason) VALUES ($1, $2, 'topup')
+		), s AS (
+			INSERT INTO credit_stripes (tenant_id, stripe, credits)
+			SELECT $1, g, $2 / $3 + CASE WHEN g < $2 % $3 THEN 1 ELSE 0 END
+			FROM generate_series(0, $3 - 1) g
+			ORDER BY g
+			ON CONFLICT (tenant_id, stripe) DO UPDATE SET credits = credit_stripes.credits + EXCLUDED.credits
 		)
-		UPDATE tenants SET credits = credits + $2 WHERE id = $1 RETURNING credits`,
-		tenantID, amount).Scan(&balance)
+		SELECT `+balanceOf("$1")+` + $2`,
+		tenantID, amount, creditStripes).Scan(&balance)
 	if err != nil {
 		if isForeignKeyViolation(err) {
 			return 0, ErrNotFound

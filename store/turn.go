@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,10 +36,10 @@ func (s TurnState) QuietFor() time.Duration {
 	return time.Duration(s.QuietSeconds * float64(time.Second))
 }
 
-const turnStateSelect = `
+var turnStateSelect = `
 	SELECT v.id, v.status, v.last_inbound_message_id,
 	       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - v.last_inbound_at), 1e9)::float8 AS quiet_seconds,
-	       c.opted_out, t.credits, t.reply_price, v.summary, v.summary_through_id, ch.kind AS channel_kind
+	       c.opted_out, ` + balanceOf("v.tenant_id") + ` AS credits, t.reply_price, v.summary, v.summary_through_id, ch.kind AS channel_kind
 	FROM conversations v
 	JOIN contacts c ON c.id = v.contact_id
 	JOIN tenants t ON t.id = v.tenant_id
@@ -69,26 +70,71 @@ func turnState(ctx context.Context, db DBTX, sql, tenantID string, conversationI
 	return s, nil
 }
 
+// creditStripes is how many rows a tenant's balance is spread over, so
+// concurrent turns of one tenant do not queue on one row (migration 0004).
+const creditStripes = 16
+
 // DebitReply charges a tenant amount credits for the reply messageID: one
 // 'reply' ledger row (unique per message) and the balance, which never goes
-// below zero. It returns the new balance, or ErrNoCredits.
+// below zero. It returns the new balance, or ErrNoCredits. db must be a
+// transaction.
+//
+// The fast path debits one stripe that can pay and that no other transaction
+// holds, starting at a random one, without waiting. It runs under a savepoint:
+// a row lock it took on a stripe that could no longer pay (Postgres keeps
+// those) is released by rolling back to it. Only then does the slow path
+// lock every stripe in stripe order, as AddCredits does, and gather the
+// balance into stripe 0; a transaction never waits for a stripe while holding
+// another out of order, so debits cannot deadlock each other.
 func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int) (int64, error) {
-	var balance int64
-	err := db.QueryRow(ctx, `
-		WITH t AS (
-			UPDATE tenants SET credits = credits - $3 WHERE id = $1 AND credits >= $3 RETURNING credits
-		), l AS (
-			INSERT INTO credit_ledger (tenant_id, amount, reason, message_id)
-			SELECT $1, -$3::bigint, 'reply', $2 FROM t
-		)
-		SELECT credits FROM t`, tenantID, messageID, amount).Scan(&balance)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, ErrNoCredits
+	start := rand.IntN(creditStripes)
+	b := &pgx.Batch{}
+	b.Queue(`SAVEPOINT conversa_debit`)
+	balance, found := int64(0), false
+	queueDebit(b, tenantID, messageID, amount, start, "SKIP LOCKED", &balance, &found)
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("debit reply: %w", err)
 	}
+	if found {
+		return balance, nil
+	}
+	// Every stripe that could pay is busy (or none can): wait for one.
+	b = &pgx.Batch{}
+	b.Queue(`ROLLBACK TO SAVEPOINT conversa_debit`)
+	queueDebit(b, tenantID, messageID, amount, start, "", &balance, &found)
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("debit reply: %w", err)
+	}
+	if found {
+		return balance, nil
+	}
+
+	// No single stripe can pay: gather them.
+	if _, err := db.Exec(ctx, `ROLLBACK TO SAVEPOINT conversa_debit`); err != nil {
+		return 0, fmt.Errorf("debit reply: %w", err)
+	}
+	var total int64
+	err := db.QueryRow(ctx, `
+		SELECT COALESCE(sum(credits), 0)::bigint FROM (
+			SELECT credits FROM credit_stripes WHERE tenant_id = $1 ORDER BY stripe FOR UPDATE
+		) s`, tenantID).Scan(&total)
 	if err != nil {
 		return 0, fmt.Errorf("debit reply: %w", err)
 	}
-	return balance, nil
+	if total < int64(amount) {
+		return 0, ErrNoCredits
+	}
+	_, err = db.Exec(ctx, `
+		WITH s AS (
+			UPDATE credit_stripes SET credits = CASE WHEN stripe = 0 THEN $3 ELSE 0 END
+			WHERE tenant_id = $1
+		)
+		INSERT INTO credit_ledger (tenant_id, amount, reason, message_id) VALUES ($1, -$4::bigint, 'reply', $2)`,
+		tenantID, messageID, total-int64(amount), amount)
+	if err != nil {
+		return 0, fmt.Errorf("debit reply: gather stripes: %w", err)
+	}
+	return total - int64(amount), nil
 }
 
 // SetSummary advances a conversation's running summary to cover the turns
@@ -102,4 +148,45 @@ func SetSummary(ctx context.Context, db DBTX, tenantID string, conversationID in
 		return fmt.Errorf("set summary: %w", err)
 	}
 	return nil
+}
+
+// queueDebit queues the debit of one stripe that can pay, the first from
+// start on. With wait "SKIP LOCKED" it takes a stripe no one holds; with ""
+// it picks one as of its snapshot and waits for it, locking that row only
+// (by its key, so the lock is never left on a row that is not used) and
+// checking the stripe can still pay once it has it.
+func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start int, wait string, balance *int64, found *bool) {
+	pick := `
+			SELECT stripe FROM credit_stripes
+			WHERE tenant_id = $1 AND credits >= $3
+			ORDER BY (stripe + $5 - $4) % $5
+			LIMIT 1 FOR UPDATE SKIP LOCKED`
+	if wait == "" {
+		pick = `
+			SELECT c.stripe FROM credit_stripes c
+			WHERE c.tenant_id = $1 AND c.stripe = (
+				SELECT stripe FROM credit_stripes
+				WHERE tenant_id = $1 AND credits >= $3
+				ORDER BY (stripe + $5 - $4) % $5 LIMIT 1)
+			FOR UPDATE`
+	}
+	b.Queue(`
+		WITH s AS (`+pick+`
+		), d AS (
+			UPDATE credit_stripes c SET credits = c.credits - $3
+			FROM s WHERE c.tenant_id = $1 AND c.stripe = s.stripe AND c.credits >= $3
+			RETURNING c.credits
+		), l AS (
+			INSERT INTO credit_ledger (tenant_id, amount, reason, message_id)
+			SELECT $1, -$3::bigint, 'reply', $2 FROM d
+		)
+		SELECT `+balanceOf("$1")+` - $3 FROM d`,
+		tenantID, messageID, amount, start, creditStripes).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(balance)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		*found = err == nil
+		return err
+	})
 }

@@ -84,7 +84,7 @@ func (m sentMessage) state(t *testing.T) state {
 		SELECT m.status, m.twilio_sid, m.error_code,
 		       (SELECT count(*) FROM message_events e WHERE e.message_id = m.id),
 		       (SELECT count(*) FROM status_callbacks c WHERE c.message_sid = $2),
-		       (SELECT credits FROM tenants WHERE id = m.tenant_id),
+		       (SELECT sum(credits) FROM credit_stripes WHERE tenant_id = m.tenant_id)::bigint,
 		       (SELECT opted_out FROM contacts WHERE id = $3)
 		FROM messages m WHERE m.id = $1`, m.id, m.sid, m.contactID).
 		Scan(&s.Status, &s.SID, &s.ErrorCode, &s.Events, &s.Callbacks, &s.Credits, &s.OptedOut))

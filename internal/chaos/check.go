@@ -338,13 +338,12 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	// Credits.
 	var balance, topups, ledgerSum, debitSum, refundSum int64
 	err = h.pool.QueryRow(ctx, `
-		SELECT t.credits,
-		       COALESCE(SUM(l.amount) FILTER (WHERE l.reason = 'topup'), 0),
-		       COALESCE(SUM(l.amount), 0),
-		       COALESCE(-SUM(l.amount) FILTER (WHERE l.reason = 'reply'), 0),
-		       COALESCE(SUM(l.amount) FILTER (WHERE l.reason = 'refund'), 0)
-		FROM tenants t LEFT JOIN credit_ledger l ON l.tenant_id = t.id
-		WHERE t.id = $1 GROUP BY t.credits`, tenant).Scan(&balance, &topups, &ledgerSum, &debitSum, &refundSum)
+		SELECT (SELECT COALESCE(SUM(credits), 0) FROM credit_stripes WHERE tenant_id = $1)::bigint,
+		       COALESCE(SUM(l.amount) FILTER (WHERE l.reason = 'topup'), 0)::bigint,
+		       COALESCE(SUM(l.amount), 0)::bigint,
+		       COALESCE(-SUM(l.amount) FILTER (WHERE l.reason = 'reply'), 0)::bigint,
+		       COALESCE(SUM(l.amount) FILTER (WHERE l.reason = 'refund'), 0)::bigint
+		FROM credit_ledger l WHERE l.tenant_id = $1`, tenant).Scan(&balance, &topups, &ledgerSum, &debitSum, &refundSum)
 	if err != nil {
 		return nil, fmt.Errorf("read credits: %w", err)
 	}
