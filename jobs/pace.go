@@ -68,10 +68,15 @@ return {1, wait}
 // Reserve takes the next send slot of address at rate per second. ok false
 // means no slot is free within MaxWait; come back after wait.
 func (p *Pacer) Reserve(ctx context.Context, address string, rate float64) (wait time.Duration, ok bool, err error) {
+	return p.reserveWithin(ctx, address, rate, p.MaxWait)
+}
+
+// reserveWithin is Reserve with a slot at most maxWait ahead.
+func (p *Pacer) reserveWithin(ctx context.Context, address string, rate float64, maxWait time.Duration) (wait time.Duration, ok bool, err error) {
 	interval := time.Duration(float64(time.Second) / rate)
 	if p.Redis != nil && time.Now().UnixNano() >= p.redisDownUntil.Load() {
 		res, err := paceScript.Run(ctx, p.Redis, []string{"conversa:pace:" + address},
-			interval.Microseconds(), p.MaxWait.Microseconds()).Int64Slice()
+			interval.Microseconds(), maxWait.Microseconds()).Int64Slice()
 		if err == nil && len(res) == 2 {
 			return time.Duration(res[1]) * time.Microsecond, res[0] == 1, nil
 		}
@@ -83,5 +88,5 @@ func (p *Pacer) Reserve(ctx context.Context, address string, rate float64) (wait
 			p.Logger.Warn("redis pacing unavailable; pacing in postgres", "error", err)
 		}
 	}
-	return store.ReservePace(ctx, p.DB, address, interval, p.MaxWait)
+	return store.ReservePace(ctx, p.DB, address, interval, maxWait)
 }

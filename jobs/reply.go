@@ -42,6 +42,9 @@ type ReplyWorker struct {
 	logger   *slog.Logger
 	debounce time.Duration
 	metrics  *Metrics
+	// sender sends replies inline after the turn commits (see claimInline);
+	// nil when this process has no Twilio client.
+	sender *SendWorker
 	// beforeCommit, when set (tests), runs inside the turn's transaction
 	// just before commit; an error fails the attempt.
 	beforeCommit func(ctx context.Context, tx pgx.Tx) error
@@ -63,7 +66,11 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
+	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
+	if d.Twilio != nil && d.Sealer != nil {
+		rw.sender = NewSendWorker(d)
+	}
+	return rw
 }
 
 // skipReason says why a turn must not answer, or "" when it may.
@@ -271,7 +278,20 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if err != nil {
 		return "", fmt.Errorf("river client: %w", err)
 	}
-	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
+	// The reply goes out inline right after the commit when it can; its
+	// send job is then a backup, due after the inline attempt has ended.
+	var inline *inlineSend
+	var sendOpts *river.InsertOpts
+	if w.sender != nil {
+		if inline, err = w.sender.claimInline(ctx, tx, a.TenantID, replyID); err != nil {
+			return "", err
+		}
+		if inline != nil {
+			sendOpts = &river.InsertOpts{ScheduledAt: w.sender.now().Add(w.sender.sendGrace())}
+		}
+	}
+	sendJob, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, sendOpts)
+	if err != nil {
 		return "", fmt.Errorf("insert send job: %w", err)
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
@@ -305,6 +325,9 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return "", fmt.Errorf("commit turn: %w", err)
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
+	if inline != nil {
+		w.sender.sendInline(ctx, log, client, inline, sendJob.Job.ID)
+	}
 	if ans.Handoff {
 		return "handoff", nil
 	}

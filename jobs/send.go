@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -132,31 +133,10 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 		log.Info("send: already done", "status", d.Status)
 		return "skipped", nil
 	}
-	if d.OptedOut {
-		return w.fail(ctx, log, d, "", "opted_out")
+	msg, code, reason := w.outgoing(d)
+	if reason != "" {
+		return w.fail(ctx, log, d, code, reason)
 	}
-
-	msg := Outgoing{
-		AccountSID:     d.AccountSID,
-		From:           d.ChannelAddress,
-		To:             d.ContactAddress,
-		Body:           d.Body,
-		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
-	}
-	if d.ChannelKind == "whatsapp" && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
-		if d.TemplateSID == nil || *d.TemplateSID == "" {
-			return w.fail(ctx, log, d, "63016", "outside_whatsapp_window")
-		}
-		msg.ContentSID = *d.TemplateSID
-		if len(d.TemplateVars) > 0 && string(d.TemplateVars) != "null" {
-			msg.ContentVariables = string(d.TemplateVars)
-		}
-	}
-	token, err := w.sealer.Open(d.AuthTokenSealed)
-	if err != nil {
-		return w.fail(ctx, log, d, "", "auth_token_unreadable")
-	}
-	msg.AuthToken = token
 
 	// An earlier attempt was claimed and its outcome is unknown: look before sending again.
 	if d.Status == store.StatusSending && d.SendStartedAt != nil {
@@ -231,7 +211,7 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 	se := Classify(err)
 	w.metrics.TwilioSend(se.Class)
 	detail := map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": job.Attempt}
-	code := ""
+	code = ""
 	if se.Code != 0 {
 		code = strconv.Itoa(se.Code)
 	}
@@ -272,6 +252,173 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 		log.Warn("send: outcome unknown; will look up before any resend", "reason", se.Reason, "attempt", job.Attempt)
 		return "retry", se
 	}
+}
+
+// outgoing is the Twilio request for d, or the error code and reason it
+// cannot be sent with: the contact opted out, a WhatsApp reply outside the
+// 24 h window without a template, or an auth token that cannot be opened.
+func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason string) {
+	if d.OptedOut {
+		return msg, "", "opted_out"
+	}
+	msg = Outgoing{
+		AccountSID:     d.AccountSID,
+		From:           d.ChannelAddress,
+		To:             d.ContactAddress,
+		Body:           d.Body,
+		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
+	}
+	if d.ChannelKind == "whatsapp" && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
+		if d.TemplateSID == nil || *d.TemplateSID == "" {
+			return msg, "63016", "outside_whatsapp_window"
+		}
+		msg.ContentSID = *d.TemplateSID
+		if len(d.TemplateVars) > 0 && string(d.TemplateVars) != "null" {
+			msg.ContentVariables = string(d.TemplateVars)
+		}
+	}
+	token, err := w.sealer.Open(d.AuthTokenSealed)
+	if err != nil {
+		return msg, "", "auth_token_unreadable"
+	}
+	msg.AuthToken = token
+	return msg, "", ""
+}
+
+// Inline sends. A turn's reply is usually sent by the reply worker itself,
+// right after the turn commits, rather than by a conversa.send job fetched a
+// hop later: that hop, the job's own load and its claim commit were about a
+// third of the time from webhook to Twilio. The guarantees stay those of the
+// send job, because the turn's transaction commits the claim ("sending")
+// together with a conversa.send job due sendGrace later, which is then a
+// backup: the inline attempt always ends (the create call times out) before
+// the backup is due, and if the process dies in between, the backup finds
+// the message "sending" and looks it up in Twilio before sending, as any
+// retried send does. An accepted or failed inline send deletes its backup
+// job; one Twilio did not take (429, refused) or whose outcome is unknown
+// leaves it to the backup.
+const inlineMaxWait = 20 * time.Millisecond
+
+// sendGrace is how long after the turn commits its backup send job is due.
+func (w *SendWorker) sendGrace() time.Duration { return 2*w.twilio.Timeout() + 5*time.Second }
+
+// inlineSend is a reply claimed in its turn's transaction, to send after the commit.
+type inlineSend struct {
+	d    store.Delivery
+	msg  Outgoing
+	wait time.Duration
+}
+
+// claimInline runs inside the turn's transaction tx, after the reply row is
+// written: it claims the reply for an inline send when it can go now (a
+// pacing slot within inlineMaxWait, enough time left before the job's
+// deadline, nothing that makes it fail). nil means the send job sends it.
+func (w *SendWorker) claimInline(ctx context.Context, tx store.DBTX, tenantID string, messageID int64) (*inlineSend, error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
+		return nil, nil
+	}
+	d, err := store.LoadDelivery(ctx, tx, tenantID, messageID)
+	if err != nil {
+		return nil, err
+	}
+	msg, _, reason := w.outgoing(d)
+	if reason != "" {
+		return nil, nil // the send job fails it, with the reason
+	}
+	wait, ok, err := w.pacer.reserveWithin(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond), inlineMaxWait)
+	if err != nil || !ok {
+		return nil, nil //nolint:nilerr // pacing trouble: the send job paces it
+	}
+	claimed, err := store.ClaimSend(ctx, tx, tenantID, messageID, 1)
+	if err != nil || !claimed {
+		return nil, err
+	}
+	return &inlineSend{d: d, msg: msg, wait: wait}, nil
+}
+
+// sendInline makes the one inline attempt of a reply claimed by
+// claimInline, whose turn has committed with backupJobID.
+func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *river.Client[pgx.Tx], s *inlineSend, backupJobID int64) {
+	d := s.d
+	log = log.With("reply_message_id", d.MessageID, "backup_job_id", backupJobID)
+	if s.wait > 0 {
+		time.Sleep(s.wait)
+	}
+	sid, status, err := w.twilio.Send(s.msg)
+	// The outcome is recorded even if the job's context ends now.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	deleteBackup := func(tx pgx.Tx) error {
+		_, err := client.JobDeleteTx(ctx, tx, backupJobID)
+		if errors.Is(err, river.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if err == nil {
+		w.metrics.TwilioSend(ClassAccepted)
+		if err := w.inTx(ctx, func(tx pgx.Tx) error {
+			if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, "inline"); err != nil {
+				return err
+			}
+			return deleteBackup(tx)
+		}); err != nil {
+			// Twilio has it; a status callback (keyed by ?m=) or the backup
+			// job's look-up records the SID.
+			log.Warn("send: inline accepted but not recorded; the backup job will look it up", "error", err)
+			return
+		}
+		if d.ReplyToCreatedAt != nil {
+			w.metrics.ReplySent(w.now().Sub(*d.ReplyToCreatedAt))
+		}
+		log.Info("send: accepted", "message_sid", sid, "how", "inline")
+		return
+	}
+	se := Classify(err)
+	w.metrics.TwilioSend(se.Class)
+	detail := map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": 1, "inline": true}
+	switch se.Class {
+	case ClassPermanent:
+		code := ""
+		if se.Code != 0 {
+			code = strconv.Itoa(se.Code)
+		}
+		err = w.inTx(ctx, func(tx pgx.Tx) error {
+			if se.Code == 21610 {
+				if err := store.SetContactOptOut(ctx, tx, d.TenantID, d.ContactID, true); err != nil {
+					return err
+				}
+			}
+			if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, se.Reason); err != nil {
+				return err
+			}
+			return deleteBackup(tx)
+		})
+		log.Info("send: failed", "reason", se.Reason, "error_code", se.Code, "how", "inline")
+	case ClassRetry:
+		// Twilio did not take it: unsent again, for the backup job.
+		err = store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail)
+		log.Info("send: inline attempt will be retried by the send job", "reason", se.Reason, "error_code", se.Code)
+	default:
+		err = store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.ambiguous", detail)
+		log.Warn("send: inline outcome unknown; the send job will look up before any resend", "reason", se.Reason)
+	}
+	if err != nil {
+		log.Warn("send: could not record the inline outcome; the backup job takes over", "error", err)
+	}
+}
+
+// inTx runs fn in a transaction of its own.
+func (w *SendWorker) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // findEarlierSend looks in Twilio's list for a message this one's earlier
