@@ -6,7 +6,7 @@ BIN   := bin/conversa
 export DATABASE_URL ?= postgres://localhost:5432/conversa?sslmode=disable
 export TWILIO_API_URL ?= sandbox
 
-.PHONY: help run build test test-short lint fmt bench chaos db-reset
+.PHONY: help run build test test-short lint fmt bench chaos db-reset vulncheck
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,13 @@ test: ## Run every test against the local Postgres and Redis.
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	$(GO) vet ./...
+
+# The Go vulnerability database govulncheck reads; a mirror (https://... or
+# file:///path/to/a/copy) works too.
+VULNDB ?= https://vuln.go.dev
+
+vulncheck: ## govulncheck (version pinned in go.mod) on the code and its dependencies; needs VULNDB reachable.
+	$(GO) tool govulncheck -db $(VULNDB) ./...
 
 fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')

@@ -48,6 +48,7 @@ type bench struct {
 	sealer   *store.Sealer
 	tenant   benchTenant
 	soak     time.Duration
+	soakRate float64
 }
 
 type benchTenant struct {
@@ -57,9 +58,24 @@ type benchTenant struct {
 
 func newBench(ctx context.Context, adminURL string) (*bench, error) {
 	b := &bench{adminURL: adminURL}
-	conn, err := pgx.Connect(ctx, adminURL)
+	var err error
+	if b.sealer, err = store.NewSealer(secretKey); err != nil {
+		return nil, err
+	}
+	return b, b.fresh(ctx)
+}
+
+// fresh gives the next figure a new database: migrated, with one tenant of
+// 10 WhatsApp numbers and plenty of credits. Figures never see each other's
+// rows, dead tuples or queued jobs.
+func (b *bench) fresh(ctx context.Context) error {
+	if b.pool != nil {
+		b.pool.Close()
+		b.pool = nil
+	}
+	conn, err := pgx.Connect(ctx, b.adminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(ctx)
 	for _, q := range []string{
@@ -67,30 +83,31 @@ func newBench(ctx context.Context, adminURL string) (*bench, error) {
 		`CREATE DATABASE ` + benchDB,
 	} {
 		if _, err := conn.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("%s: %w", q, err)
+			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	cfg, err := pgxpool.ParseConfig(adminURL)
+	cfg, err := pgxpool.ParseConfig(b.adminURL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cfg.ConnConfig.Database = benchDB
 	cfg.MaxConns = 48
-	b.url = strings.Replace(adminURL, "/"+conn.Config().Database, "/"+benchDB, 1)
+	b.url = strings.Replace(b.adminURL, "/"+conn.Config().Database, "/"+benchDB, 1)
 	if b.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := migrations.Migrate(ctx, b.pool, false); err != nil {
-		return nil, err
-	}
-	if b.sealer, err = store.NewSealer(secretKey); err != nil {
-		return nil, err
+		return err
 	}
 	b.tenant, err = b.newTenant(ctx, 10, 1_000_000_000)
-	return b, err
+	return err
 }
 
-func (b *bench) close() { b.pool.Close() }
+func (b *bench) close() {
+	if b.pool != nil {
+		b.pool.Close()
+	}
+}
 
 // newTenant creates a tenant with n WhatsApp numbers and credits.
 func (b *bench) newTenant(ctx context.Context, n int, credits int64) (benchTenant, error) {

@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string) error {
 	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
 	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve); empty = all")
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
+	soakRate := fs.Float64("soak-rate", 50, "messages per second during the memory soak (below what the pipeline sustains, so a growing queue is not mistaken for a leak)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (load generator and in-process servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -57,9 +58,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.close()
-	b.soak = *soak
+	b.soak, b.soakRate = *soak, *soakRate
 
+	first := true
 	if want("ingest") {
+		first = false
 		if err := b.ingestFigure(ctx, r, *dur, *conc); err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
@@ -74,6 +77,12 @@ func run(ctx context.Context, args []string) error {
 		{"curve", b.curveFigure},
 	} {
 		if want(f.name) {
+			if !first {
+				if err := b.fresh(ctx); err != nil {
+					return fmt.Errorf("fresh database for %s: %w", f.name, err)
+				}
+			}
+			first = false
 			// A figure that fails is reported as such; the others still run.
 			if err := f.fn(ctx, r); err != nil {
 				r.add("figure "+f.name+" failed", [][2]string{{"error", err.Error()}})
