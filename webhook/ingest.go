@@ -3,8 +3,6 @@ package webhook
 import (
 	"context"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/riverqueue/river"
 
@@ -12,110 +10,16 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Group commit: concurrent webhooks share one transaction. Every request
-// still gets its answer only after the transaction holding its message and
-// job has committed; a synchronous commit is the expensive part of ingest,
-// and one commit for many messages is what lets ingest outrun the
-// one-commit-per-message ceiling.
-const (
-	maxBatch     = 64
-	maxBatchWait = 500 * time.Microsecond
-)
-
-// ingestResult is one request's outcome.
-type ingestResult struct {
-	res store.InboundResult
-	err error
-}
-
-// batch is a set of requests committed together. The first request to open
-// a batch leads it: it waits up to maxBatchWait for others to join, then
-// commits for all. No background goroutine, so nothing to start or stop.
-type batch struct {
-	ins     []store.Inbound
-	results []ingestResult
-	full    chan struct{}
-	done    chan struct{}
-}
-
-// committer gathers concurrent ingests into batches.
-type committer struct {
-	mu   sync.Mutex
-	open *batch
-	s    *server
-}
-
-// ingest commits one inbound message (with its turn job) and returns once it
-// is durable, or with an error after which nothing of it was written.
+// ingest commits one inbound message (with its turn job), grouped with
+// concurrent ingests into one transaction, and returns once it is durable,
+// or with an error after which nothing of it was written.
 func (g *committer) ingest(ctx context.Context, in store.Inbound) (store.InboundResult, error) {
-	g.mu.Lock()
-	b, leader := g.open, false
-	if b == nil {
-		b = &batch{full: make(chan struct{}), done: make(chan struct{})}
-		g.open, leader = b, true
-	}
-	i := len(b.ins)
-	b.ins = append(b.ins, in)
-	if len(b.ins) == maxBatch {
-		g.open = nil
-		close(b.full)
-	}
-	g.mu.Unlock()
-
-	if leader {
-		t := time.NewTimer(maxBatchWait)
-		select {
-		case <-t.C:
-		case <-b.full:
-			t.Stop()
-		}
-		g.mu.Lock()
-		if g.open == b {
-			g.open = nil
-		}
-		g.mu.Unlock()
-		// The batch outlives the leader's request: a cancelled leader must
-		// not fail its followers.
-		g.s.flush(context.WithoutCancel(ctx), b)
-		close(b.done)
-	}
-	select {
-	case <-b.done:
-		return b.results[i].res, b.results[i].err
-	case <-ctx.Done():
-		// The client went away; the batch still commits or not as a whole,
-		// and a redelivery will find the message if it did.
-		return store.InboundResult{}, ctx.Err()
-	}
+	return g.inbound.do(ctx, in, g.s.commitInbound, g.s.Logger)
 }
 
-// flush commits a batch in one transaction. If anything in it fails, each
-// message is retried alone, so one bad message never fails its neighbours.
-func (s *server) flush(ctx context.Context, b *batch) {
-	b.results = make([]ingestResult, len(b.ins))
-	if len(b.ins) > 1 {
-		results, err := s.commitBatch(ctx, b.ins)
-		if err == nil {
-			for i, r := range results {
-				b.results[i] = ingestResult{res: r}
-			}
-			return
-		}
-		s.Logger.Warn("ingest batch failed; committing its messages one by one", "size", len(b.ins), "error", err.Error())
-	}
-	for i, in := range b.ins {
-		res, err := s.commitBatch(ctx, []store.Inbound{in})
-		if err != nil {
-			b.results[i] = ingestResult{err: err}
-			continue
-		}
-		b.results[i] = ingestResult{res: res[0]}
-	}
-}
-
-// commitBatch is the ingest transaction for one or more messages: messages,
+// commitInbound is the ingest transaction for one or more messages: messages,
 // contacts, conversations and turn jobs commit together, or nothing does.
-func (s *server) commitBatch(ctx context.Context, ins []store.Inbound) ([]store.InboundResult, error) {
+func (s *server) commitInbound(ctx context.Context, ins []store.Inbound) ([]store.InboundResult, error) {
 	// Two copies of one MessageSid in a batch: the later one is a duplicate.
 	seen := make(map[string]int, len(ins))
 	unique := make([]store.Inbound, 0, len(ins))

@@ -1,13 +1,17 @@
 package webhook
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/conversa/conversa/store"
 )
@@ -29,9 +33,10 @@ func validStatus(s string) bool {
 // status handles POST /twilio/status?m=<message id>: Twilio's delivery
 // reports. The message is found by ?m= (which the sender sets) or by
 // MessageSid; the signature is checked with the token of the account that
-// owns the message's number. In one transaction: dedupe on (MessageSid,
-// MessageStatus), apply the status monotonically (failures refund), and opt
-// the contact out on error 21610. Bad input is 400/403 and writes nothing.
+// owns the message's number. In one transaction, shared with concurrent
+// callbacks (see commitStatuses): dedupe on (MessageSid, MessageStatus),
+// apply the status monotonically (failures refund), and opt the contact out
+// on error 21610. Bad input is 400/403 and writes nothing.
 func (s *server) status(c *gin.Context) {
 	ctx := c.Request.Context()
 	form, err := readForm(c)
@@ -86,45 +91,123 @@ func (s *server) status(c *gin.Context) {
 		return
 	}
 
-	applied, dup, err := s.applyStatus(c, target, sid, st, errorCode)
+	res, err := s.group.applyStatus(ctx, statusCallback{target: target, sid: sid, status: st, errorCode: errorCode})
 	if err != nil {
 		s.webhookError(c, "status", err)
 		return
 	}
 	log := s.Logger.With("tenant_id", target.TenantID, "message_id", target.MessageID, "message_sid", sid)
-	if dup {
+	if res.duplicate {
 		log.Info("status callback duplicate suppressed", "status", st)
 	} else {
-		log.Info("status callback", "status", st, "applied", applied, "error_code", errorCode)
+		log.Info("status callback", "status", st, "applied", res.applied, "error_code", errorCode)
 	}
 	c.Status(http.StatusNoContent)
 }
 
-// applyStatus is the status callback's one transaction.
-func (s *server) applyStatus(c *gin.Context, t store.CallbackTarget, sid, st, errorCode string) (applied, dup bool, err error) {
-	ctx := c.Request.Context()
+// statusCallback is a status callback that passed every check, ready for
+// its transaction.
+type statusCallback struct {
+	target    store.CallbackTarget
+	sid       string
+	status    string
+	errorCode string
+}
+
+// statusResult is one status callback's outcome.
+type statusResult struct {
+	applied   bool // the message's status moved
+	duplicate bool // the (MessageSid, MessageStatus) pair was already recorded
+}
+
+// applyStatus commits one status callback, grouped with concurrent callbacks
+// into one transaction, and returns once it is durable.
+func (g *committer) applyStatus(ctx context.Context, cb statusCallback) (statusResult, error) {
+	return g.statuses.do(ctx, cb, g.s.commitStatuses, g.s.Logger)
+}
+
+// deadlockTries is how many times a status transaction runs when Postgres
+// keeps choosing it to break a deadlock.
+const deadlockTries = 3
+
+// commitStatuses is the status callbacks' transaction for one or more
+// callbacks (statusTx). A batch locks more than one message, so a deadlock
+// with another batch remains possible, if rare; Postgres then aborts one of
+// them, which runs again, so a deadlock never reaches Twilio as a 503.
+func (s *server) commitStatuses(ctx context.Context, cbs []statusCallback) ([]statusResult, error) {
+	for try := 1; ; try++ {
+		results, err := s.statusTx(ctx, cbs)
+		var pgErr *pgconn.PgError
+		if try < deadlockTries && errors.As(err, &pgErr) && pgErr.Code == "40P01" { // deadlock_detected
+			continue
+		}
+		return results, err
+	}
+}
+
+// statusTx runs one transaction for cbs, in three passes, each in an order
+// that concurrent batches share, so that they wait on each other's locks
+// without waiting in a circle:
+//  1. dedupe, in (MessageSid, MessageStatus) order. A second copy of a pair
+//     finds the first's row, uncommitted but ours, and is a duplicate as if
+//     it had come later (the sort is stable: the first to arrive wins);
+//  2. apply, in message-id order, stable, so one message's callbacks keep
+//     their arrival order; the order across messages changes nothing, since
+//     a status only moves forward;
+//  3. opt contacts out on error 21610, in contact-id order.
+//
+// Pass 1 locks nothing passes 2 and 3 need. What can still close a circle is
+// a refund, which locks the tenant's balance after its message inside
+// store.ApplyStatus: commitStatuses retries the deadlock's victim.
+func (s *server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusResult, error) {
 	tx, err := s.DB.Begin(ctx)
 	if err != nil {
-		return false, false, fmt.Errorf("begin: %w", err)
+		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	fresh, err := store.RecordStatusCallback(ctx, tx, sid, st)
-	if err != nil || !fresh {
-		return false, !fresh, err
+	results := make([]statusResult, len(cbs))
+	for _, i := range sortedBy(cbs, func(a, b statusCallback) int {
+		return cmp.Or(strings.Compare(a.sid, b.sid), strings.Compare(a.status, b.status))
+	}) {
+		fresh, err := store.RecordStatusCallback(ctx, tx, cbs[i].sid, cbs[i].status)
+		if err != nil {
+			return nil, err
+		}
+		results[i].duplicate = !fresh
 	}
-	applied, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{
-		TenantID: t.TenantID, MessageID: t.MessageID, MessageSID: sid, Status: st, ErrorCode: errorCode,
-	})
-	if err != nil {
-		return false, false, err
+	for _, i := range sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.MessageID, b.target.MessageID) }) {
+		if results[i].duplicate {
+			continue
+		}
+		cb := cbs[i]
+		results[i].applied, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{
+			TenantID: cb.target.TenantID, MessageID: cb.target.MessageID, MessageSID: cb.sid, Status: cb.status, ErrorCode: cb.errorCode,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if errorCode == "21610" {
-		if err := store.SetContactOptOut(ctx, tx, t.TenantID, t.ContactID, true); err != nil {
-			return false, false, err
+	for _, i := range sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.ContactID, b.target.ContactID) }) {
+		if results[i].duplicate || cbs[i].errorCode != "21610" {
+			continue
+		}
+		if err := store.SetContactOptOut(ctx, tx, cbs[i].target.TenantID, cbs[i].target.ContactID, true); err != nil {
+			return nil, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return false, false, fmt.Errorf("commit: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
-	return applied, false, nil
+	return results, nil
+}
+
+// sortedBy returns the indexes of cbs in the order compare gives, keeping
+// the arrival order of equals.
+func sortedBy(cbs []statusCallback, compare func(a, b statusCallback) int) []int {
+	order := make([]int, len(cbs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return compare(cbs[a], cbs[b]) })
+	return order
 }
