@@ -85,7 +85,7 @@ func requireNotRecorded(t *testing.T, pool *pgxpool.Pool, cb statusCallback) {
 func credits(t *testing.T, pool *pgxpool.Pool, ten testdb.Tenant) int64 {
 	t.Helper()
 	var n int64
-	require.NoError(t, pool.QueryRow(context.Background(), `SELECT credits FROM tenants WHERE id = $1`, ten.ID).Scan(&n))
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT COALESCE(sum(credits), 0)::bigint FROM credit_stripes WHERE tenant_id = $1`, ten.ID).Scan(&n))
 	return n
 }
 
