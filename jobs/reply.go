@@ -149,7 +149,7 @@ func failureReason(err error) string {
 // turn runs one turn and returns its outcome for metrics.
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs]) (string, error) {
 	a := job.Args
-	st, err := store.GetTurnState(ctx, w.db, a.TenantID, a.ConversationID)
+	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
 		return "cancelled", river.JobCancel(err)
@@ -169,10 +169,6 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 			map[string]any{"reason": "tenant has no credits for a reply", "credits": st.Credits, "reply_price": price})
 	}
 
-	stored, err := store.ListAgents(ctx, w.db, a.TenantID)
-	if err != nil {
-		return "", err
-	}
 	mem, source, err := w.memory.Recent(ctx, w.db, a.TenantID, a.ConversationID, st.SummaryThroughID)
 	if err != nil {
 		return "", err
@@ -219,12 +215,12 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		{Kind: "turn.memory", Detail: map[string]any{"source": source, "history_turns": len(plan.History),
 			"pending_messages": len(plan.Pending), "summary_chars": len(st.Summary), "folded_turns": len(plan.Fold)}},
 	}
-	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events)
+	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events, price)
 }
 
 // commit writes everything the turn decided in one transaction.
 func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs],
-	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event) (string, error) {
+	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event, price int) (string, error) {
 	a := job.Args
 	tx, err := w.db.Begin(ctx)
 	if err != nil {
@@ -233,19 +229,11 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 
 	// Re-check under the conversation's lock: a message, a handoff or an
-	// opt-out may have arrived while the agent was thinking.
-	locked, err := store.LockTurnState(ctx, tx, a.TenantID, a.ConversationID)
-	if err != nil {
-		return "", err
-	}
-	if reason, detail := skipReason(locked, a.MessageID); reason != "" {
-		_ = tx.Rollback(ctx)
-		detail["after_llm"] = true
-		return w.skip(ctx, log, a, "turn.skipped", reason, detail, events...)
-	}
+	// opt-out may have arrived while the agent was thinking. The reply is
+	// written in the same round trip, and rolled back if the turn must not
+	// answer after all. The price is the one the turn checked credits with.
 	replyTo := a.MessageID
-	price := locked.ReplyPrice
-	replyID, err := store.InsertOutbound(ctx, tx, store.Outbound{
+	start, err := store.StartReply(ctx, tx, store.Outbound{
 		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: ans.Text,
 		ReplyToID: &replyTo, Agent: agent.Name, CreditsReserved: price,
 		EventKind: "turn.reply", Event: map[string]any{
@@ -254,15 +242,21 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 			"completion_tokens": ans.Usage.CompletionTokens, "latency_ms": ans.Usage.LatencyMS,
 		},
 	})
-	if errors.Is(err, store.ErrDuplicate) {
+	if err != nil {
+		return "", err
+	}
+	if reason, detail := skipReason(start.State, a.MessageID); reason != "" {
+		_ = tx.Rollback(ctx)
+		detail["after_llm"] = true
+		return w.skip(ctx, log, a, "turn.skipped", reason, detail, events...)
+	}
+	if start.ReplyID == 0 {
 		_ = tx.Rollback(ctx)
 		w.metrics.Duplicate("reply")
 		return w.skip(ctx, log, a, "turn.duplicate", "duplicate",
 			map[string]any{"reason": "this turn already has its reply; no second reply written"})
 	}
-	if err != nil {
-		return "", err
-	}
+	replyID := start.ReplyID
 	if len(plan.Fold) > 0 {
 		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
 			return "", err
@@ -283,7 +277,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	var inline *inlineSend
 	var sendOpts *river.InsertOpts
 	if w.sender != nil {
-		if inline, err = w.sender.claimInline(ctx, tx, a.TenantID, replyID); err != nil {
+		if inline, err = w.sender.claimInline(ctx, tx, start.Delivery); err != nil {
 			return "", err
 		}
 		if inline != nil {

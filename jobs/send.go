@@ -309,17 +309,13 @@ type inlineSend struct {
 	wait time.Duration
 }
 
-// claimInline runs inside the turn's transaction tx, after the reply row is
+// claimInline runs inside the turn's transaction tx, after the reply d is
 // written: it claims the reply for an inline send when it can go now (a
 // pacing slot within inlineMaxWait, enough time left before the job's
 // deadline, nothing that makes it fail). nil means the send job sends it.
-func (w *SendWorker) claimInline(ctx context.Context, tx store.DBTX, tenantID string, messageID int64) (*inlineSend, error) {
+func (w *SendWorker) claimInline(ctx context.Context, tx store.DBTX, d store.Delivery) (*inlineSend, error) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
 		return nil, nil
-	}
-	d, err := store.LoadDelivery(ctx, tx, tenantID, messageID)
-	if err != nil {
-		return nil, err
 	}
 	msg, _, reason := w.outgoing(d)
 	if reason != "" {
@@ -329,7 +325,7 @@ func (w *SendWorker) claimInline(ctx context.Context, tx store.DBTX, tenantID st
 	if err != nil || !ok {
 		return nil, nil //nolint:nilerr // pacing trouble: the send job paces it
 	}
-	claimed, err := store.ClaimSend(ctx, tx, tenantID, messageID, 1)
+	claimed, err := store.ClaimSend(ctx, tx, d.TenantID, d.MessageID, 1)
 	if err != nil || !claimed {
 		return nil, err
 	}

@@ -28,10 +28,12 @@ type Agent struct {
 }
 
 // ListAgents returns a tenant's agents, the default first, then by name.
-func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) {
-	rows, err := db.Query(ctx, `
+const listAgentsSQL = `
 		SELECT name, system_prompt, model, tools, keywords, faq, is_default, updated_at
-		FROM agents WHERE tenant_id = $1 ORDER BY is_default DESC, name`, tenantID)
+		FROM agents WHERE tenant_id = $1 ORDER BY is_default DESC, name`
+
+func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) {
+	rows, err := db.Query(ctx, listAgentsSQL, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}

@@ -81,7 +81,19 @@ type Delivery struct {
 // LoadDelivery returns one outbound message of one tenant with its contact
 // and sending number.
 func LoadDelivery(ctx context.Context, db DBTX, tenantID string, messageID int64) (Delivery, error) {
-	rows, err := db.Query(ctx, `
+	rows, err := db.Query(ctx, deliverySelect+` WHERE m.id = $1 AND m.tenant_id = $2`, messageID, tenantID)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("load delivery: %w", err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delivery])
+	if err != nil {
+		return Delivery{}, fmt.Errorf("load delivery: %w", notFound(err))
+	}
+	return d, nil
+}
+
+// deliverySelect reads outbound messages m as Deliveries.
+const deliverySelect = `
 		SELECT m.id, m.tenant_id, m.conversation_id, m.direction, m.status, m.body, m.twilio_sid,
 		       m.send_started_at, m.credits_reserved,
 		       ct.id AS contact_id, ct.address AS contact_address, ct.opted_out,
@@ -94,17 +106,7 @@ func LoadDelivery(ctx context.Context, db DBTX, tenantID string, messageID int64
 		JOIN contacts ct ON ct.id = cv.contact_id
 		JOIN channels ch ON ch.id = cv.channel_id
 		JOIN twilio_accounts a ON a.id = ch.account_id
-		LEFT JOIN messages ri ON ri.id = m.reply_to_id
-		WHERE m.id = $1 AND m.tenant_id = $2`, messageID, tenantID)
-	if err != nil {
-		return Delivery{}, fmt.Errorf("load delivery: %w", err)
-	}
-	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delivery])
-	if err != nil {
-		return Delivery{}, fmt.Errorf("load delivery: %w", notFound(err))
-	}
-	return d, nil
-}
+		LEFT JOIN messages ri ON ri.id = m.reply_to_id`
 
 // ClaimSend marks a message as being sent, in its own committed transaction
 // before Twilio is called, so a later attempt knows an earlier one may have

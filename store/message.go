@@ -82,27 +82,7 @@ type Outbound struct {
 	Event     map[string]any
 }
 
-// InsertOutbound writes an outbound message as pending, with its first trace
-// event. A second reply to the same turn is ErrDuplicate, and leaves the
-// transaction usable (ON CONFLICT, not a failed statement).
-func InsertOutbound(ctx context.Context, db DBTX, o Outbound) (int64, error) {
-	if o.Author != "bot" && o.Author != "human" {
-		return 0, fmt.Errorf("insert outbound: author %q is not bot or human", o.Author)
-	}
-	event := o.Event
-	if event == nil {
-		event = map[string]any{}
-	}
-	eventJSON, err := json.Marshal(event)
-	if err != nil {
-		return 0, fmt.Errorf("insert outbound: %w", err)
-	}
-	kind := o.EventKind
-	if kind == "" {
-		kind = "message.created"
-	}
-	var id int64
-	err = db.QueryRow(ctx, `
+const insertOutboundSQL = `
 		WITH m AS (
 			INSERT INTO messages (tenant_id, conversation_id, direction, author, body, status, reply_to_id, agent, credits_reserved)
 			SELECT $1, c.id, 'outbound', $3, $4, 'pending', $5, NULLIF($6, ''), $7
@@ -113,9 +93,38 @@ func InsertOutbound(ctx context.Context, db DBTX, o Outbound) (int64, error) {
 			INSERT INTO message_events (tenant_id, message_id, kind, detail)
 			SELECT $1, m.id, $8, $9 FROM m
 		)
-		SELECT id FROM m`,
-		o.TenantID, o.ConversationID, o.Author, o.Body, o.ReplyToID, o.Agent, o.CreditsReserved, kind, eventJSON,
-	).Scan(&id)
+		SELECT id FROM m`
+
+// outboundArgs are insertOutboundSQL's arguments for o.
+func outboundArgs(o Outbound) ([]any, error) {
+	if o.Author != "bot" && o.Author != "human" {
+		return nil, fmt.Errorf("insert outbound: author %q is not bot or human", o.Author)
+	}
+	event := o.Event
+	if event == nil {
+		event = map[string]any{}
+	}
+	eventJSON, err := json.Marshal(event)
+	if err != nil {
+		return nil, fmt.Errorf("insert outbound: %w", err)
+	}
+	kind := o.EventKind
+	if kind == "" {
+		kind = "message.created"
+	}
+	return []any{o.TenantID, o.ConversationID, o.Author, o.Body, o.ReplyToID, o.Agent, o.CreditsReserved, kind, eventJSON}, nil
+}
+
+// InsertOutbound writes an outbound message as pending, with its first trace
+// event. A second reply to the same turn is ErrDuplicate, and leaves the
+// transaction usable (ON CONFLICT, not a failed statement).
+func InsertOutbound(ctx context.Context, db DBTX, o Outbound) (int64, error) {
+	args, err := outboundArgs(o)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = db.QueryRow(ctx, insertOutboundSQL, args...).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Either the conversation is not this tenant's, or the turn already has its reply.
 		if _, cerr := GetConversation(ctx, db, o.TenantID, o.ConversationID); cerr != nil {

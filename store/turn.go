@@ -46,28 +46,82 @@ var turnStateSelect = `
 	JOIN channels ch ON ch.id = v.channel_id
 	WHERE v.id = $1 AND v.tenant_id = $2`
 
-// GetTurnState reads a conversation's turn state in one query.
-func GetTurnState(ctx context.Context, db DBTX, tenantID string, conversationID int64) (TurnState, error) {
-	return turnState(ctx, db, turnStateSelect, tenantID, conversationID)
+// GetTurnInputs reads a conversation's turn state and its tenant's agents
+// in one round trip.
+func GetTurnInputs(ctx context.Context, db DBTX, tenantID string, conversationID int64) (TurnState, []Agent, error) {
+	var st TurnState
+	var list []Agent
+	b := &pgx.Batch{}
+	b.Queue(turnStateSelect, conversationID, tenantID).Query(func(rows pgx.Rows) error {
+		var err error
+		st, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[TurnState])
+		return notFound(err)
+	})
+	b.Queue(listAgentsSQL, tenantID).Query(func(rows pgx.Rows) error {
+		var err error
+		list, err = pgx.CollectRows(rows, pgx.RowToStructByName[Agent])
+		return err
+	})
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return st, nil, err
+		}
+		return st, nil, fmt.Errorf("turn inputs: %w", err)
+	}
+	return st, list, nil
 }
 
-// LockTurnState reads the turn state and locks the conversation row until
-// the transaction ends, so no inbound message or handoff slips in between a
-// turn's last check and its commit.
-func LockTurnState(ctx context.Context, tx DBTX, tenantID string, conversationID int64) (TurnState, error) {
-	return turnState(ctx, tx, turnStateSelect+` FOR UPDATE OF v`, tenantID, conversationID)
+// ReplyStart is how a turn's transaction begins: the conversation's turn
+// state, locked, and the reply written, with what sending it needs.
+type ReplyStart struct {
+	State TurnState
+	// ReplyID is 0 when the turn already has its reply (nothing written).
+	ReplyID int64
+	// Delivery is the written reply as the sender reads it.
+	Delivery Delivery
 }
 
-func turnState(ctx context.Context, db DBTX, sql, tenantID string, conversationID int64) (TurnState, error) {
-	rows, err := db.Query(ctx, sql, conversationID, tenantID)
-	if err != nil {
-		return TurnState{}, fmt.Errorf("turn state: %w", err)
+// StartReply locks the conversation's turn state, writes the reply o (as
+// InsertOutbound does) and reads it back as a Delivery, in one round trip.
+// The caller must check State before committing: the reply is written
+// whatever it says, so a turn that must not answer rolls back.
+func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
+	var out ReplyStart
+	if o.ReplyToID == nil {
+		return out, fmt.Errorf("start reply: no reply_to_id")
 	}
-	s, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[TurnState])
+	args, err := outboundArgs(o)
 	if err != nil {
-		return TurnState{}, notFound(err)
+		return out, err
 	}
-	return s, nil
+	b := &pgx.Batch{}
+	b.Queue(turnStateSelect+` FOR UPDATE OF v`, o.ConversationID, o.TenantID).Query(func(rows pgx.Rows) error {
+		var err error
+		out.State, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[TurnState])
+		return notFound(err)
+	})
+	b.Queue(insertOutboundSQL, args...).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&out.ReplyID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(deliverySelect+` WHERE m.reply_to_id = $1 AND m.tenant_id = $2`, *o.ReplyToID, o.TenantID).Query(func(rows pgx.Rows) error {
+		d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delivery])
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		out.Delivery = d
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return out, err
+		}
+		return out, fmt.Errorf("start reply: %w", err)
+	}
+	return out, nil
 }
 
 // creditStripes is how many rows a tenant's balance is spread over, so

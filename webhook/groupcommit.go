@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conversa/conversa/store"
@@ -39,6 +40,8 @@ type commitFunc[In, Out any] func(ctx context.Context, items []In) ([]Out, error
 type groupCommitter[In, Out any] struct {
 	mu   sync.Mutex
 	open *batch[In, Out]
+	// inflight counts calls between entering do and their answer.
+	inflight atomic.Int64
 }
 
 // batch is a set of items committed together.
@@ -61,6 +64,8 @@ type result[Out any] struct {
 // The leader's commit runs the batch, so every caller of one groupCommitter
 // passes the same commit. log hears of batches that fail.
 func (g *groupCommitter[In, Out]) do(ctx context.Context, in In, commit commitFunc[In, Out], log *slog.Logger) (Out, error) {
+	g.inflight.Add(1)
+	defer g.inflight.Add(-1)
 	g.mu.Lock()
 	b, leader := g.open, false
 	if b == nil {
@@ -75,13 +80,19 @@ func (g *groupCommitter[In, Out]) do(ctx context.Context, in In, commit commitFu
 	}
 	g.mu.Unlock()
 
-	if leader {
+	// A leader alone (no other call in flight: light load) commits at
+	// once; waiting would only add maxBatchWait to its latency. Under load
+	// other calls are always in flight (the batch before is committing),
+	// and the leader waits for followers.
+	if leader && g.inflight.Load() > 1 {
 		t := time.NewTimer(maxBatchWait)
 		select {
 		case <-t.C:
 		case <-b.full:
 			t.Stop()
 		}
+	}
+	if leader {
 		g.mu.Lock()
 		if g.open == b {
 			g.open = nil
