@@ -40,9 +40,15 @@ type commitFunc[In, Out any] func(ctx context.Context, items []In) ([]Out, error
 type groupCommitter[In, Out any] struct {
 	mu   sync.Mutex
 	open *batch[In, Out]
-	// inflight counts calls between entering do and their answer.
-	inflight atomic.Int64
+	// inflight counts calls between entering do and their answer;
+	// lastFlush is when the last batch finished (unix nanoseconds).
+	inflight  atomic.Int64
+	lastFlush atomic.Int64
 }
+
+// busyWindow: a batch that finished this recently means requests are
+// arriving back to back, and the next leader waits for followers.
+const busyWindow = 5 * time.Millisecond
 
 // batch is a set of items committed together.
 type batch[In, Out any] struct {
@@ -80,11 +86,12 @@ func (g *groupCommitter[In, Out]) do(ctx context.Context, in In, commit commitFu
 	}
 	g.mu.Unlock()
 
-	// A leader alone (no other call in flight: light load) commits at
-	// once; waiting would only add maxBatchWait to its latency. Under load
-	// other calls are always in flight (the batch before is committing),
-	// and the leader waits for followers.
-	if leader && g.inflight.Load() > 1 {
+	// Under light load a leader commits at once: no other call is in
+	// flight and no batch finished in the last busyWindow, so waiting would
+	// only add maxBatchWait to its latency. Under load one of the two holds
+	// (a batch is committing, or one just answered a crowd of callers whose
+	// next requests are on their way), and the leader waits for followers.
+	if leader && (g.inflight.Load() > 1 || time.Now().UnixNano()-g.lastFlush.Load() < int64(busyWindow)) {
 		t := time.NewTimer(maxBatchWait)
 		select {
 		case <-t.C:
@@ -101,6 +108,7 @@ func (g *groupCommitter[In, Out]) do(ctx context.Context, in In, commit commitFu
 		// The batch outlives the leader's request: a cancelled leader must
 		// not fail its followers.
 		b.flush(context.WithoutCancel(ctx), commit, log)
+		g.lastFlush.Store(time.Now().UnixNano())
 		close(b.done)
 	}
 	select {

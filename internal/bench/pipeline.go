@@ -338,6 +338,7 @@ func (b *bench) memoryFigure(ctx context.Context, r *report) error {
 	}
 	r.add(fmt.Sprintf("4. Memory over a %s soak at %.0f messages/s", soak, rate), [][2]string{
 		{"RSS after the first 10 s", fmt.Sprintf("%.0f MB", first)},
+		{"RSS half way", fmt.Sprintf("%.0f MB", samples[len(samples)/2])},
 		{"RSS at the end", fmt.Sprintf("%.0f MB", lastS)},
 		{"peak RSS (goal ≤ 150 MB)", fmt.Sprintf("%.0f MB", peak)},
 		{"growth first → last (goal: none)", fmt.Sprintf("%+.0f MB over %d samples", lastS-first, len(samples))},
