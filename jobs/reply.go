@@ -42,7 +42,7 @@ type ReplyWorker struct {
 	logger   *slog.Logger
 	debounce time.Duration
 	metrics  *Metrics
-	// sender sends replies inline after the turn commits (see claimInline);
+	// sender sends replies inline after the turn commits (see inlineSlot);
 	// nil when this process has no Twilio client.
 	sender *SendWorker
 	// beforeCommit, when set (tests), runs inside the turn's transaction
@@ -277,10 +277,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	var inline *inlineSend
 	var sendOpts *river.InsertOpts
 	if w.sender != nil {
-		if inline, err = w.sender.claimInline(ctx, tx, start.Delivery); err != nil {
-			return "", err
-		}
-		if inline != nil {
+		if inline = w.sender.inlineSlot(ctx, start.Delivery); inline != nil {
 			sendOpts = &river.InsertOpts{ScheduledAt: w.sender.now().Add(w.sender.sendGrace())}
 		}
 	}
@@ -291,11 +288,22 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return "", fmt.Errorf("complete turn: %w", err)
 	}
-	// The debit comes last: it locks the tenant's row, which every turn of
-	// the tenant needs, so it is held only for the last statements and the
-	// commit. (Debiting first held it through the whole transaction and
-	// capped one tenant at about 16 turns/s in the sustained benchmark.)
-	balance, err := store.DebitReply(ctx, tx, a.TenantID, replyID, price)
+	// One round trip ends the turn: the inline send's claim, the trace
+	// events, then the debit and the turn.replied event. The debit comes
+	// last so the credit stripe it locks is held only until the commit.
+	claimed := false
+	var queueErr error
+	before := func(b *pgx.Batch) {
+		if inline != nil {
+			store.QueueClaimSend(b, a.TenantID, replyID, 1, &claimed)
+		}
+		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...)
+	}
+	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
+	_, err = store.DebitReplyWith(ctx, tx, a.TenantID, replyID, price, before, after)
+	if queueErr != nil {
+		return "", queueErr
+	}
 	if errors.Is(err, store.ErrNoCredits) {
 		_ = tx.Rollback(ctx)
 		return w.skip(ctx, log, a, "turn.no_credits", "no_credits",
@@ -304,11 +312,12 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if err != nil {
 		return "", err
 	}
-	events = append(events, store.Event{Kind: "turn.replied", Detail: map[string]any{
-		"reply_message_id": replyID, "credits_debited": price, "credits_balance": balance,
-	}})
-	if err := store.AddEvents(ctx, tx, a.TenantID, a.MessageID, events...); err != nil {
-		return "", err
+	if inline != nil && !claimed {
+		// Not claimable after all: the send job sends it, now.
+		inline = nil
+		if _, err := client.JobRetryTx(ctx, tx, sendJob.Job.ID); err != nil {
+			return "", fmt.Errorf("send job now: %w", err)
+		}
 	}
 	if w.beforeCommit != nil {
 		if err := w.beforeCommit(ctx, tx); err != nil {

@@ -124,6 +124,13 @@ func (e *turnEnv) count(sql string, args ...any) int {
 	return n
 }
 
+func (e *turnEnv) lastEvent(messageID int64) string {
+	e.t.Helper()
+	var kind string
+	require.NoError(e.t, e.tx.QueryRow(e.ctx, `SELECT kind FROM message_events WHERE message_id = $1 ORDER BY id DESC LIMIT 1`, messageID).Scan(&kind))
+	return kind
+}
+
 func (e *turnEnv) sendJobs() int {
 	return e.count(`SELECT count(*) FROM river_job WHERE kind = 'conversa.send' AND args->>'tenant_id' = $1`, e.ten.ID)
 }
@@ -172,6 +179,10 @@ func TestReplyAnswersWithDebitSendJobAndTrace(t *testing.T) {
 	require.Contains(t, ev["turn.llm"], "prompt_tokens")
 	require.Contains(t, ev["turn.llm"], "latency_ms")
 	require.Contains(t, ev, "turn.replied")
+	require.EqualValues(t, 1, ev["turn.replied"]["credits_debited"])
+	require.EqualValues(t, 2, ev["turn.replied"]["credits_balance"], "the balance after this reply's debit")
+	require.Equal(t, "turn.replied", e.lastEvent(in.MessageID), "the turn's events end with turn.replied")
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM message_events WHERE message_id = $1 AND kind = 'turn.replied'`, in.MessageID))
 
 	// The reply's own trace starts with what produced it.
 	replyID := int64(ev["turn.replied"]["reply_message_id"].(float64))

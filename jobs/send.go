@@ -309,31 +309,28 @@ type inlineSend struct {
 	wait time.Duration
 }
 
-// claimInline runs inside the turn's transaction tx, after the reply d is
-// written: it claims the reply for an inline send when it can go now (a
-// pacing slot within inlineMaxWait, enough time left before the job's
-// deadline, nothing that makes it fail). nil means the send job sends it.
-func (w *SendWorker) claimInline(ctx context.Context, tx store.DBTX, d store.Delivery) (*inlineSend, error) {
+// inlineSlot decides, inside the turn's transaction, whether the written
+// reply d goes out inline: it can be sent now (nothing makes it fail), its
+// number has a pacing slot within inlineMaxWait (taken here), and the job
+// has time left for a whole create call. The caller then claims it in the
+// transaction (store.QueueClaimSend). nil means the send job sends it.
+func (w *SendWorker) inlineSlot(ctx context.Context, d store.Delivery) *inlineSend {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
-		return nil, nil
+		return nil
 	}
 	msg, _, reason := w.outgoing(d)
 	if reason != "" {
-		return nil, nil // the send job fails it, with the reason
+		return nil // the send job fails it, with the reason
 	}
 	wait, ok, err := w.pacer.reserveWithin(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond), inlineMaxWait)
 	if err != nil || !ok {
-		return nil, nil //nolint:nilerr // pacing trouble: the send job paces it
+		return nil // pacing trouble or no slot: the send job paces it
 	}
-	claimed, err := store.ClaimSend(ctx, tx, d.TenantID, d.MessageID, 1)
-	if err != nil || !claimed {
-		return nil, err
-	}
-	return &inlineSend{d: d, msg: msg, wait: wait}, nil
+	return &inlineSend{d: d, msg: msg, wait: wait}
 }
 
-// sendInline makes the one inline attempt of a reply claimed by
-// claimInline, whose turn has committed with backupJobID.
+// sendInline makes the one inline attempt of a reply given a slot by
+// inlineSlot and claimed in its turn, which has committed with backupJobID.
 func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *river.Client[pgx.Tx], s *inlineSend, backupJobID int64) {
 	d := s.d
 	log = log.With("reply_message_id", d.MessageID, "backup_job_id", backupJobID)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
@@ -128,4 +129,59 @@ func TestAddCreditsAndRefundMoveTheBalance(t *testing.T) {
 	got, err := store.GetTenant(ctx, tx, ten.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, 107, got.Credits)
+}
+
+// TestRepliedEventFollowsTheDebitOnEveryPath: the turn.replied event is
+// written once, after the debit, whether the debit took a free stripe or had
+// to gather the balance (5 credits spread one per stripe, price 5).
+func TestRepliedEventFollowsTheDebitOnEveryPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		credits int64
+		price   int
+		balance int64
+	}{
+		{"free stripe", 100, 1, 99},
+		{"gathered", 5, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			tx := testdb.Tx(t)
+			ten := testdb.NewTenant(t, tx, tc.credits)
+			ch, err := store.ChannelByAddress(ctx, tx, ten.SMS)
+			require.NoError(t, err)
+			in, err := store.InsertInbound(ctx, tx, store.Inbound{TenantID: ten.ID, ChannelID: ch.ID, From: testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique(), Body: "hi"})
+			require.NoError(t, err)
+			reply := in.MessageID
+			id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: "bot", Body: "x", ReplyToID: &reply})
+			require.NoError(t, err)
+
+			claimed := false
+			before := func(b *pgx.Batch) {
+				store.QueueClaimSend(b, ten.ID, id, 1, &claimed)
+				require.NoError(t, store.QueueEvents(b, ten.ID, in.MessageID, store.Event{Kind: "turn.llm"}))
+			}
+			after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, ten.ID, in.MessageID, id, tc.price) }
+			bal, err := store.DebitReplyWith(ctx, tx, ten.ID, id, tc.price, before, after)
+			require.NoError(t, err)
+			require.Equal(t, tc.balance, bal)
+			require.True(t, claimed)
+
+			rows, err := tx.Query(ctx, `SELECT kind, detail FROM message_events WHERE message_id = $1 ORDER BY id`, in.MessageID)
+			require.NoError(t, err)
+			type ev struct {
+				Kind   string
+				Detail map[string]any
+			}
+			evs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ev])
+			require.NoError(t, err)
+			require.Len(t, evs, 3) // webhook.received, turn.llm, turn.replied
+			require.Equal(t, "turn.llm", evs[1].Kind)
+			require.Equal(t, "turn.replied", evs[2].Kind)
+			require.EqualValues(t, tc.balance, evs[2].Detail["credits_balance"])
+			require.EqualValues(t, id, evs[2].Detail["reply_message_id"])
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // StatusCanceled is Twilio's status for a scheduled message that was
@@ -114,7 +115,22 @@ const deliverySelect = `
 // bound for a look-up in Twilio's message list). It returns false when the
 // message is no longer claimable: it has a Twilio SID or a later status.
 func ClaimSend(ctx context.Context, db DBTX, tenantID string, messageID int64, attempt int) (bool, error) {
-	tag, err := db.Exec(ctx, `
+	tag, err := db.Exec(ctx, claimSendSQL, messageID, tenantID, attempt)
+	if err != nil {
+		return false, fmt.Errorf("claim send: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// QueueClaimSend queues ClaimSend in a batch; claimed is set when it runs.
+func QueueClaimSend(b *pgx.Batch, tenantID string, messageID int64, attempt int, claimed *bool) {
+	b.Queue(claimSendSQL, messageID, tenantID, attempt).Exec(func(tag pgconn.CommandTag) error {
+		*claimed = tag.RowsAffected() == 1
+		return nil
+	})
+}
+
+const claimSendSQL = `
 		WITH m AS (
 			UPDATE messages SET status = 'sending', send_started_at = COALESCE(send_started_at, clock_timestamp()),
 			       updated_at = now()
@@ -123,13 +139,7 @@ func ClaimSend(ctx context.Context, db DBTX, tenantID string, messageID int64, a
 			RETURNING id
 		)
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
-		SELECT $2, m.id, 'send.attempt', jsonb_build_object('attempt', $3::int) FROM m`,
-		messageID, tenantID, attempt)
-	if err != nil {
-		return false, fmt.Errorf("claim send: %w", err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
+		SELECT $2, m.id, 'send.attempt', jsonb_build_object('attempt', $3::int) FROM m`
 
 // Unclaim returns a claimed message to pending after an attempt that
 // certainly did not reach Twilio (a 429, a refused connection), recording

@@ -194,6 +194,35 @@ func AddEvents(ctx context.Context, db DBTX, tenantID string, messageID int64, e
 	if len(events) == 0 {
 		return nil
 	}
+	b, err := eventsJSON(events)
+	if err != nil {
+		return err
+	}
+	if _, err = db.Exec(ctx, addEventsSQL, tenantID, messageID, b); err != nil {
+		return fmt.Errorf("add events: %w", err)
+	}
+	return nil
+}
+
+// QueueEvents queues AddEvents in a batch.
+func QueueEvents(b *pgx.Batch, tenantID string, messageID int64, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	j, err := eventsJSON(events)
+	if err != nil {
+		return err
+	}
+	b.Queue(addEventsSQL, tenantID, messageID, j)
+	return nil
+}
+
+const addEventsSQL = `
+		INSERT INTO message_events (tenant_id, message_id, kind, detail)
+		SELECT $1, $2, e.value->>'kind', e.value->'detail'
+		FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, n) ORDER BY e.n`
+
+func eventsJSON(events []Event) ([]byte, error) {
 	for i := range events {
 		if events[i].Detail == nil {
 			events[i].Detail = map[string]any{}
@@ -201,15 +230,7 @@ func AddEvents(ctx context.Context, db DBTX, tenantID string, messageID int64, e
 	}
 	b, err := json.Marshal(events)
 	if err != nil {
-		return fmt.Errorf("add events: %w", err)
+		return nil, fmt.Errorf("add events: %w", err)
 	}
-	_, err = db.Exec(ctx, `
-		INSERT INTO message_events (tenant_id, message_id, kind, detail)
-		SELECT $1, $2, e.value->>'kind', e.value->'detail'
-		FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, n) ORDER BY e.n`,
-		tenantID, messageID, b)
-	if err != nil {
-		return fmt.Errorf("add events: %w", err)
-	}
-	return nil
+	return b, nil
 }

@@ -141,11 +141,26 @@ const creditStripes = 16
 // balance into stripe 0; a transaction never waits for a stripe while holding
 // another out of order, so debits cannot deadlock each other.
 func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int) (int64, error) {
+	return DebitReplyWith(ctx, db, tenantID, messageID, amount, nil, nil)
+}
+
+// DebitReplyWith is DebitReply that also sends, in its first round trip,
+// the statements before queues (ahead of the debit) and after queues (behind
+// it). after may run more than once, each time after a debit attempt that
+// may have found no stripe, so it must write only when the debit happened
+// (see QueueRepliedEvent); before runs once.
+func DebitReplyWith(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
 	start := rand.IntN(creditStripes)
 	b := &pgx.Batch{}
+	if before != nil {
+		before(b)
+	}
 	b.Queue(`SAVEPOINT conversa_debit`)
 	balance, found := int64(0), false
 	queueDebit(b, tenantID, messageID, amount, start, "SKIP LOCKED", &balance, &found)
+	if after != nil {
+		after(b)
+	}
 	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("debit reply: %w", err)
 	}
@@ -156,6 +171,9 @@ func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, 
 	b = &pgx.Batch{}
 	b.Queue(`ROLLBACK TO SAVEPOINT conversa_debit`)
 	queueDebit(b, tenantID, messageID, amount, start, "", &balance, &found)
+	if after != nil {
+		after(b)
+	}
 	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("debit reply: %w", err)
 	}
@@ -178,17 +196,36 @@ func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, 
 	if total < int64(amount) {
 		return 0, ErrNoCredits
 	}
-	_, err = db.Exec(ctx, `
+	b = &pgx.Batch{}
+	b.Queue(`
 		WITH s AS (
 			UPDATE credit_stripes SET credits = CASE WHEN stripe = 0 THEN $3 ELSE 0 END
 			WHERE tenant_id = $1
 		)
 		INSERT INTO credit_ledger (tenant_id, amount, reason, message_id) VALUES ($1, -$4::bigint, 'reply', $2)`,
 		tenantID, messageID, total-int64(amount), amount)
-	if err != nil {
+	if after != nil {
+		after(b)
+	}
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("debit reply: gather stripes: %w", err)
 	}
 	return total - int64(amount), nil
+}
+
+// QueueRepliedEvent queues the turn.replied trace event on the inbound
+// message: the reply, what it cost and the balance after it. It writes only
+// once the reply's debit is in the ledger, so it can follow each attempt of
+// DebitReplyWith.
+func QueueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
+	b.Queue(`
+		INSERT INTO message_events (tenant_id, message_id, kind, detail)
+		SELECT $1, $2, 'turn.replied', jsonb_build_object(
+			'reply_message_id', $3::bigint, 'credits_debited', $4::int, 'credits_balance', `+balanceOf("$1")+`)
+		WHERE EXISTS (SELECT 1 FROM credit_ledger WHERE message_id = $3 AND reason = 'reply')
+		  AND NOT EXISTS (SELECT 1 FROM message_events WHERE message_id = $2 AND kind = 'turn.replied'
+		                  AND (detail->>'reply_message_id')::bigint = $3)`,
+		tenantID, inboundID, replyID, amount)
 }
 
 // SetSummary advances a conversation's running summary to cover the turns
