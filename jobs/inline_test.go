@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -62,7 +63,7 @@ func (e *inlineEnv) backup(replyID int64) (state string, dueIn time.Duration, ok
 	var secs float64
 	err := e.tx.QueryRow(e.ctx, `SELECT state, extract(epoch FROM scheduled_at - now()) FROM river_job
 		WHERE kind = 'conversa.send' AND (args->>'message_id')::bigint = $1`, replyID).Scan(&state, &secs)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return "", 0, false
 	}
 	require.NoError(e.t, err)

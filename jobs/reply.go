@@ -300,7 +300,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...)
 	}
 	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
-	_, err = store.DebitReplyWith(ctx, tx, a.TenantID, replyID, price, before, after)
+	_, err = store.DebitReply(ctx, tx, a.TenantID, replyID, price, before, after)
 	if queueErr != nil {
 		return "", queueErr
 	}

@@ -95,22 +95,17 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 
 // giveUp fails a message whose job is out of attempts for an error of ours.
 func (w *SendWorker) giveUp(ctx context.Context, a SendArgs) error {
-	tx, err := w.db.Begin(ctx)
-	if err != nil {
+	return w.inTx(ctx, func(tx pgx.Tx) error {
+		var sid *string
+		if err := tx.QueryRow(ctx, `SELECT twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2`, a.MessageID, a.TenantID).Scan(&sid); err != nil {
+			return err
+		}
+		if sid != nil {
+			return nil // Twilio took it; callbacks carry it on.
+		}
+		_, err := store.MarkFailed(ctx, tx, a.TenantID, a.MessageID, "", "send_gave_up")
 		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	var sid *string
-	if err := tx.QueryRow(ctx, `SELECT twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2`, a.MessageID, a.TenantID).Scan(&sid); err != nil {
-		return err
-	}
-	if sid != nil {
-		return nil // Twilio took it; callbacks carry it on.
-	}
-	if _, err := store.MarkFailed(ctx, tx, a.TenantID, a.MessageID, "", "send_gave_up"); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	})
 }
 
 func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *slog.Logger) (string, error) {
@@ -210,19 +205,11 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 
 	se := Classify(err)
 	w.metrics.TwilioSend(se.Class)
-	detail := map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": job.Attempt}
-	code = ""
-	if se.Code != 0 {
-		code = strconv.Itoa(se.Code)
-	}
+	detail := se.detail(job.Attempt)
+	code = se.codeString()
 	switch se.Class {
 	case ClassPermanent:
-		if se.Code == 21610 {
-			if err := store.SetContactOptOut(ctx, w.db, d.TenantID, d.ContactID, true); err != nil {
-				return "retry", err
-			}
-		}
-		if _, err := w.fail(ctx, log, d, code, se.Reason); err != nil {
+		if _, err := w.failPermanent(ctx, log, d, se); err != nil {
 			return "retry", err
 		}
 		return "cancelled", river.JobCancel(se)
@@ -350,12 +337,7 @@ func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *r
 	}
 	if err == nil {
 		w.metrics.TwilioSend(ClassAccepted)
-		if err := w.inTx(ctx, func(tx pgx.Tx) error {
-			if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, "inline"); err != nil {
-				return err
-			}
-			return deleteBackup(tx)
-		}); err != nil {
+		if err := w.markSent(ctx, d, sid, status, "inline", deleteBackup); err != nil {
 			// Twilio has it; a status callback (keyed by ?m=) or the backup
 			// job's look-up records the SID.
 			log.Warn("send: inline accepted but not recorded; the backup job will look it up", "error", err)
@@ -369,25 +351,11 @@ func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *r
 	}
 	se := Classify(err)
 	w.metrics.TwilioSend(se.Class)
-	detail := map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": 1, "inline": true}
+	detail := se.detail(1)
+	detail["inline"] = true
 	switch se.Class {
 	case ClassPermanent:
-		code := ""
-		if se.Code != 0 {
-			code = strconv.Itoa(se.Code)
-		}
-		err = w.inTx(ctx, func(tx pgx.Tx) error {
-			if se.Code == 21610 {
-				if err := store.SetContactOptOut(ctx, tx, d.TenantID, d.ContactID, true); err != nil {
-					return err
-				}
-			}
-			if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, se.Reason); err != nil {
-				return err
-			}
-			return deleteBackup(tx)
-		})
-		log.Info("send: failed", "reason", se.Reason, "error_code", se.Code, "how", "inline")
+		_, err = w.failPermanent(ctx, log.With("how", "inline"), d, se, deleteBackup)
 	case ClassRetry:
 		// Twilio did not take it: unsent again, for the backup job.
 		err = store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail)
@@ -452,35 +420,49 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 
 // markSent records the SID in a transaction of its own: the row lock keeps a
 // status callback that carries the same SID from recording it a second time.
-func (w *SendWorker) markSent(ctx context.Context, d store.Delivery, sid, status, how string) error {
-	tx, err := w.db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, how); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+// also runs in the same transaction.
+func (w *SendWorker) markSent(ctx context.Context, d store.Delivery, sid, status, how string, also ...func(pgx.Tx) error) error {
+	return w.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, how); err != nil {
+			return err
+		}
+		return runAll(tx, also)
+	})
 }
 
 // fail ends the message as failed with a reason (and Twilio's code), refunds
 // it, and completes the job: there is nothing left to try.
-func (w *SendWorker) fail(ctx context.Context, log *slog.Logger, d store.Delivery, code, reason string) (string, error) {
-	tx, err := w.db.Begin(ctx)
+// also runs in the same transaction.
+func (w *SendWorker) fail(ctx context.Context, log *slog.Logger, d store.Delivery, code, reason string, also ...func(pgx.Tx) error) (string, error) {
+	err := w.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, reason); err != nil {
+			return err
+		}
+		return runAll(tx, also)
+	})
 	if err != nil {
-		return "retry", fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, reason); err != nil {
 		return "retry", err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return "retry", fmt.Errorf("commit: %w", err)
 	}
 	log.Info("send: failed", "reason", reason, "error_code", code)
 	return "failed", nil
+}
+
+// failPermanent fails d for Twilio's permanent error se; on 21610 (the
+// recipient unsubscribed) the contact is opted out in the same transaction.
+func (w *SendWorker) failPermanent(ctx context.Context, log *slog.Logger, d store.Delivery, se *SendError, also ...func(pgx.Tx) error) (string, error) {
+	if se.Code == 21610 {
+		also = append([]func(pgx.Tx) error{func(tx pgx.Tx) error {
+			return store.SetContactOptOut(ctx, tx, d.TenantID, d.ContactID, true)
+		}}, also...)
+	}
+	return w.fail(ctx, log, d, se.codeString(), se.Reason, also...)
+}
+
+func runAll(tx pgx.Tx, fns []func(pgx.Tx) error) error {
+	for _, fn := range fns {
+		if err := fn(tx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -187,6 +187,19 @@ func (e *SendError) Error() string {
 
 func (e *SendError) Unwrap() error { return e.Err }
 
+// codeString is Twilio's error code as stored on a message ("" for none).
+func (e *SendError) codeString() string {
+	if e.Code == 0 {
+		return ""
+	}
+	return strconv.Itoa(e.Code)
+}
+
+// detail is the trace event detail of an attempt that ended with e.
+func (e *SendError) detail(attempt int) map[string]any {
+	return map[string]any{"class": e.Class, "reason": e.Reason, "error_code": e.Code, "http_status": e.HTTPStatus, "attempt": attempt}
+}
+
 // transientCodes are Twilio errors where the message was not taken but may be later.
 var transientCodes = map[int]string{
 	20429: "too_many_requests",

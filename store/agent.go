@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // FAQEntry is one offline keyword answer of an agent (agents.faq).
@@ -27,22 +25,11 @@ type Agent struct {
 	UpdatedAt    time.Time  `db:"updated_at" json:"updated_at"`
 }
 
-// ListAgents returns a tenant's agents, the default first, then by name.
+// listAgentsSQL reads a tenant's agents, the default first, then by name
+// (see GetTurnInputs).
 const listAgentsSQL = `
 		SELECT name, system_prompt, model, tools, keywords, faq, is_default, updated_at
 		FROM agents WHERE tenant_id = $1 ORDER BY is_default DESC, name`
-
-func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) {
-	rows, err := db.Query(ctx, listAgentsSQL, tenantID)
-	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[Agent])
-	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
-	}
-	return list, nil
-}
 
 // PutAgent creates or replaces a tenant's agent by name and reports whether
 // it was created. isDefault nil keeps the agent's current flag (false for a

@@ -66,7 +66,7 @@ func TestConcurrentDebitsSpendExactlyTheBalance(t *testing.T) {
 						return
 					}
 					defer tx.Rollback(ctx) //nolint:errcheck
-					_, err = store.DebitReply(ctx, tx, ten.ID, id, tc.price)
+					_, err = store.DebitReply(ctx, tx, ten.ID, id, tc.price, nil, nil)
 					mu.Lock()
 					defer mu.Unlock()
 					switch {
@@ -120,7 +120,7 @@ func TestAddCreditsAndRefundMoveTheBalance(t *testing.T) {
 	require.NoError(t, err)
 	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: "bot", Body: "x", CreditsReserved: 4})
 	require.NoError(t, err)
-	bal, err = store.DebitReply(ctx, tx, ten.ID, id, 4)
+	bal, err = store.DebitReply(ctx, tx, ten.ID, id, 4, nil, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 103, bal)
 	n, err := store.Refund(ctx, tx, ten.ID, id)
@@ -164,7 +164,7 @@ func TestRepliedEventFollowsTheDebitOnEveryPath(t *testing.T) {
 				require.NoError(t, store.QueueEvents(b, ten.ID, in.MessageID, store.Event{Kind: "turn.llm"}))
 			}
 			after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, ten.ID, in.MessageID, id, tc.price) }
-			bal, err := store.DebitReplyWith(ctx, tx, ten.ID, id, tc.price, before, after)
+			bal, err := store.DebitReply(ctx, tx, ten.ID, id, tc.price, before, after)
 			require.NoError(t, err)
 			require.Equal(t, tc.balance, bal)
 			require.True(t, claimed)

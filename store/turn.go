@@ -140,45 +140,37 @@ const creditStripes = 16
 // lock every stripe in stripe order, as AddCredits does, and gather the
 // balance into stripe 0; a transaction never waits for a stripe while holding
 // another out of order, so debits cannot deadlock each other.
-func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int) (int64, error) {
-	return DebitReplyWith(ctx, db, tenantID, messageID, amount, nil, nil)
-}
-
-// DebitReplyWith is DebitReply that also sends, in its first round trip,
-// the statements before queues (ahead of the debit) and after queues (behind
-// it). after may run more than once, each time after a debit attempt that
-// may have found no stripe, so it must write only when the debit happened
-// (see QueueRepliedEvent); before runs once.
-func DebitReplyWith(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
+//
+// before queues statements sent ahead of the debit in its first round trip,
+// after queues statements behind it (either may be nil). after may run more
+// than once, each time after a debit attempt that may have found no stripe,
+// so it must write only when the debit happened (see QueueRepliedEvent);
+// before runs once.
+func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
 	start := rand.IntN(creditStripes)
-	b := &pgx.Batch{}
-	if before != nil {
-		before(b)
-	}
-	b.Queue(`SAVEPOINT conversa_debit`)
-	balance, found := int64(0), false
-	queueDebit(b, tenantID, messageID, amount, start, "SKIP LOCKED", &balance, &found)
-	if after != nil {
-		after(b)
-	}
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("debit reply: %w", err)
-	}
-	if found {
-		return balance, nil
-	}
-	// Every stripe that could pay is busy (or none can): wait for one.
-	b = &pgx.Batch{}
-	b.Queue(`ROLLBACK TO SAVEPOINT conversa_debit`)
-	queueDebit(b, tenantID, messageID, amount, start, "", &balance, &found)
-	if after != nil {
-		after(b)
-	}
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("debit reply: %w", err)
-	}
-	if found {
-		return balance, nil
+	// First a stripe no one holds; then, every stripe that could pay being
+	// busy (or none can), wait for one.
+	for _, skipLocked := range []bool{true, false} {
+		b := &pgx.Batch{}
+		if skipLocked {
+			if before != nil {
+				before(b)
+			}
+			b.Queue(`SAVEPOINT conversa_debit`)
+		} else {
+			b.Queue(`ROLLBACK TO SAVEPOINT conversa_debit`)
+		}
+		balance, found := int64(0), false
+		queueDebit(b, tenantID, messageID, amount, start, skipLocked, &balance, &found)
+		if after != nil {
+			after(b)
+		}
+		if err := db.SendBatch(ctx, b).Close(); err != nil {
+			return 0, fmt.Errorf("debit reply: %w", err)
+		}
+		if found {
+			return balance, nil
+		}
 	}
 
 	// No single stripe can pay: gather them.
@@ -196,7 +188,7 @@ func DebitReplyWith(ctx context.Context, db DBTX, tenantID string, messageID int
 	if total < int64(amount) {
 		return 0, ErrNoCredits
 	}
-	b = &pgx.Batch{}
+	b := &pgx.Batch{}
 	b.Queue(`
 		WITH s AS (
 			UPDATE credit_stripes SET credits = CASE WHEN stripe = 0 THEN $3 ELSE 0 END
@@ -216,15 +208,13 @@ func DebitReplyWith(ctx context.Context, db DBTX, tenantID string, messageID int
 // QueueRepliedEvent queues the turn.replied trace event on the inbound
 // message: the reply, what it cost and the balance after it. It writes only
 // once the reply's debit is in the ledger, so it can follow each attempt of
-// DebitReplyWith.
+// DebitReply.
 func QueueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
 	b.Queue(`
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
 		SELECT $1, $2, 'turn.replied', jsonb_build_object(
 			'reply_message_id', $3::bigint, 'credits_debited', $4::int, 'credits_balance', `+balanceOf("$1")+`)
-		WHERE EXISTS (SELECT 1 FROM credit_ledger WHERE message_id = $3 AND reason = 'reply')
-		  AND NOT EXISTS (SELECT 1 FROM message_events WHERE message_id = $2 AND kind = 'turn.replied'
-		                  AND (detail->>'reply_message_id')::bigint = $3)`,
+		WHERE EXISTS (SELECT 1 FROM credit_ledger WHERE message_id = $3 AND reason = 'reply')`,
 		tenantID, inboundID, replyID, amount)
 }
 
@@ -242,17 +232,17 @@ func SetSummary(ctx context.Context, db DBTX, tenantID string, conversationID in
 }
 
 // queueDebit queues the debit of one stripe that can pay, the first from
-// start on. With wait "SKIP LOCKED" it takes a stripe no one holds; with ""
-// it picks one as of its snapshot and waits for it, locking that row only
+// start on. With skipLocked it takes a stripe no one holds; without, it
+// picks one as of its snapshot and waits for it, locking that row only
 // (by its key, so the lock is never left on a row that is not used) and
 // checking the stripe can still pay once it has it.
-func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start int, wait string, balance *int64, found *bool) {
+func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start int, skipLocked bool, balance *int64, found *bool) {
 	pick := `
 			SELECT stripe FROM credit_stripes
 			WHERE tenant_id = $1 AND credits >= $3
 			ORDER BY (stripe + $5 - $4) % $5
 			LIMIT 1 FOR UPDATE SKIP LOCKED`
-	if wait == "" {
+	if !skipLocked {
 		pick = `
 			SELECT c.stripe FROM credit_stripes c
 			WHERE c.tenant_id = $1 AND c.stripe = (
