@@ -158,8 +158,9 @@ func TestInlineSendPermanentErrorFailsAndRefunds(t *testing.T) {
 	require.NotNil(t, m.ErrorCode)
 	require.Equal(t, "21211", *m.ErrorCode)
 	require.EqualValues(t, 5, e.credits(), "the reply's credit is refunded")
-	_, _, ok := e.backup(m.ID)
-	require.False(t, ok)
+	state, _, ok := e.backup(m.ID)
+	require.True(t, ok)
+	require.Equal(t, "cancelled", state, "the send job ends cancelled, never retried")
 }
 
 func TestTurnWithoutAPacingSlotLeavesTheSendToItsJob(t *testing.T) {

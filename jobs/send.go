@@ -281,9 +281,9 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 // backup: the inline attempt always ends (the create call times out) before
 // the backup is due, and if the process dies in between, the backup finds
 // the message "sending" and looks it up in Twilio before sending, as any
-// retried send does. An accepted or failed inline send deletes its backup
-// job; one Twilio did not take (429, refused) or whose outcome is unknown
-// leaves it to the backup.
+// retried send does. An accepted inline send deletes its backup job, a
+// permanently failed one cancels it; one Twilio did not take (429, refused)
+// or whose outcome is unknown leaves it to the backup.
 const inlineMaxWait = 20 * time.Millisecond
 
 // sendGrace is how long after the turn commits its backup send job is due.
@@ -328,8 +328,18 @@ func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *r
 	// The outcome is recorded even if the job's context ends now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	// Accepted: the backup is not needed. Failed for good: the backup is
+	// cancelled, as SPEC §3 has a send job end on a permanent error, and
+	// stays visible in River UI next to the failed message.
 	deleteBackup := func(tx pgx.Tx) error {
 		_, err := client.JobDeleteTx(ctx, tx, backupJobID)
+		if errors.Is(err, river.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	cancelBackup := func(tx pgx.Tx) error {
+		_, err := client.JobCancelTx(ctx, tx, backupJobID)
 		if errors.Is(err, river.ErrNotFound) {
 			return nil
 		}
@@ -355,7 +365,7 @@ func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *r
 	detail["inline"] = true
 	switch se.Class {
 	case ClassPermanent:
-		_, err = w.failPermanent(ctx, log.With("how", "inline"), d, se, deleteBackup)
+		_, err = w.failPermanent(ctx, log.With("how", "inline"), d, se, cancelBackup)
 	case ClassRetry:
 		// Twilio did not take it: unsent again, for the backup job.
 		err = store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail)
