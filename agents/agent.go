@@ -39,6 +39,21 @@ type Agent struct {
 	// FAQ answers offline.
 	FAQ       []FAQ
 	IsDefault bool
+	// FallbackMessage is what the customer is told when the bot gives up on
+	// an unavailable LLM and hands the conversation to a person ("" means
+	// DefaultFallbackMessage).
+	FallbackMessage string
+}
+
+// DefaultFallbackMessage is the notice of an agent with no fallback_message.
+const DefaultFallbackMessage = "Sorry, we can't answer right now. A person from our team will get back to you."
+
+// Fallback is the notice the customer gets when the bot gives up.
+func (a Agent) Fallback() string {
+	if s := CleanReply(a.FallbackMessage); s != "" {
+		return s
+	}
+	return DefaultFallbackMessage
 }
 
 // CanHandoff reports whether the agent may hand the conversation to a person.
@@ -81,6 +96,9 @@ type Request struct {
 	// Pending are the customer's messages this turn answers, oldest first:
 	// the whole burst since the bot or a person last spoke.
 	Pending []string
+	// CurrentAgent is the agent that answered the conversation last ("" for
+	// none): the routing agent keeps it unless a keyword points elsewhere.
+	CurrentAgent string
 }
 
 // Usage is what one provider call cost and took.

@@ -23,15 +23,15 @@ type OpenAIConfig struct {
 	APIKey  string
 	// Model is the default model; an agent's own Model overrides it.
 	Model string
-	// Timeout bounds one Reply or Classify, retries included. It must stay
-	// well under River's JobTimeout (15 s), so a slow LLM fails the attempt
-	// and River retries the turn rather than the job being killed mid-write.
-	// Default 10 s.
+	// Timeout bounds one Reply, the SDK's retries included (LLM_TIMEOUT).
+	// The turn job's timeout follows from it (jobs.TurnTimeout). Default 60 s.
 	Timeout time.Duration
-	// AttemptTimeout bounds one HTTP attempt. Default 6 s.
+	// AttemptTimeout bounds one HTTP attempt. Default Timeout: a reasoning
+	// model that takes most of it still answers.
 	AttemptTimeout time.Duration
-	// MaxRetries on 429, 5xx and connection errors (the SDK backs off,
-	// honouring Retry-After). 0 means the default, 2; negative means none.
+	// MaxRetries on 5xx and connection errors (the SDK backs off). 0 means
+	// the default, 2; negative means none. A 429 is never retried here:
+	// the process's Gate makes every turn wait out its Retry-After at once.
 	MaxRetries int
 	// MaxTokens bounds the completion. Default 300.
 	MaxTokens int64
@@ -54,10 +54,10 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 		return nil, errors.New("openai provider: model is required")
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = 60 * time.Second
 	}
 	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 6 * time.Second
+		cfg.AttemptTimeout = cfg.Timeout
 	}
 	if cfg.MaxRetries < 0 {
 		cfg.MaxRetries = 0
@@ -72,6 +72,7 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 		option.WithMaxRetries(cfg.MaxRetries),
 		option.WithRequestTimeout(cfg.AttemptTimeout),
 		option.WithMaxRetryDelay(2 * time.Second),
+		option.WithMiddleware(noRetryOn429),
 	}
 	if cfg.BaseURL != "" {
 		opts = append(opts, option.WithBaseURL(strings.TrimRight(cfg.BaseURL, "/")+"/"))
@@ -84,6 +85,21 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 
 // Name implements Provider.
 func (*OpenAI) Name() string { return "openai" }
+
+// ClassifyTimeout bounds the routing classifier's call: past it the turn
+// goes on with the default agent rather than spend its LLM_TIMEOUT there.
+const ClassifyTimeout = 10 * time.Second
+
+// noRetryOn429 tells the SDK not to retry a 429 itself (it honours the
+// x-should-retry header): one turn's retries would hammer a provider that
+// asked every caller to wait. The Gate holds every turn instead.
+func noRetryOn429(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	res, err := next(r)
+	if res != nil && res.StatusCode == http.StatusTooManyRequests {
+		res.Header.Set("x-should-retry", "false")
+	}
+	return res, err
+}
 
 var handoffTool = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
 	Name:        ToolHandoff,
@@ -188,6 +204,8 @@ func (p *OpenAI) Classify(ctx context.Context, all []Agent, req Request) (string
 		},
 		MaxTokens: openai.Int(60),
 	}
+	ctx, cancel := context.WithTimeout(ctx, min(p.timeout, ClassifyTimeout))
+	defer cancel()
 	resp, usage, err := p.complete(ctx, params)
 	if err != nil {
 		return "", "", usage, err

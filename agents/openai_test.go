@@ -131,15 +131,16 @@ func TestOpenAIToolCallHandsOff(t *testing.T) {
 	require.Equal(t, agents.HandoffNotice, ans.Text)
 }
 
-func TestOpenAIRetries429ThenSucceeds(t *testing.T) {
+func TestOpenAILeaves429ToTheGate(t *testing.T) {
 	t.Parallel()
 	f, p := newFakeOpenAI(t, status(http.StatusTooManyRequests), text("Here you go."))
 
-	ans, err := p.Reply(context.Background(), request())
-	require.NoError(t, err)
-	require.Equal(t, "Here you go.", ans.Text)
-	require.EqualValues(t, 2, f.hits.Load())
-	require.Equal(t, 2, ans.Usage.Attempts)
+	// The SDK does not retry a 429 on its own: the process's Gate makes
+	// every turn wait out the provider's Retry-After instead.
+	_, err := p.Reply(context.Background(), request())
+	require.Error(t, err)
+	require.Equal(t, "http 429", agents.ErrorClass(err))
+	require.EqualValues(t, 1, f.hits.Load())
 }
 
 func TestOpenAIRetriesAreBounded(t *testing.T) {
@@ -182,10 +183,28 @@ func TestOpenAIClassifiesForTheRoutingAgent(t *testing.T) {
 	require.Equal(t, "a payment problem", route.Reason)
 	require.NotNil(t, route.Usage)
 
-	// A failing classifier leaves the decision to the keyword rules.
-	_, broken := newFakeOpenAIWith(t, agents.OpenAIConfig{MaxRetries: -1}, status(http.StatusInternalServerError))
-	a, route = agents.Choose(context.Background(), broken, all, agents.Request{Pending: []string{"where is my invoice"}})
+	require.Equal(t, agents.ClassifierCalled, route.Classifier)
+
+	// A failing classifier leaves the decision to the tenant's default agent.
+	broken, brokenP := newFakeOpenAIWith(t, agents.OpenAIConfig{MaxRetries: -1}, status(http.StatusInternalServerError))
+	a, route = agents.Choose(context.Background(), brokenP, all, agents.Request{Pending: []string{"I was charged twice"}})
+	require.Equal(t, "assistant", a.Name)
+	require.Equal(t, "default", route.By)
+	require.Contains(t, route.Reason, "classification failed (http 500)")
+	require.EqualValues(t, 1, broken.hits.Load())
+
+	// Keyword rules, or the agent already answering the conversation,
+	// decide without a classifier call.
+	a, route = agents.Choose(context.Background(), brokenP, all, agents.Request{Pending: []string{"where is my invoice"}})
 	require.Equal(t, "billing", a.Name)
 	require.Equal(t, "keywords", route.By)
-	require.Contains(t, route.Reason, "classification failed (http 500)")
+	require.Equal(t, agents.ClassifierSkipped, route.Classifier)
+	a, route = agents.Choose(context.Background(), brokenP, all, agents.Request{Pending: []string{"thanks, and one more thing"}, CurrentAgent: "billing"})
+	require.Equal(t, "billing", a.Name)
+	require.Equal(t, "current", route.By)
+	require.Equal(t, agents.ClassifierSkipped, route.Classifier)
+	a, route = agents.Choose(context.Background(), brokenP, all, agents.Request{Pending: []string{"another invoice question"}, CurrentAgent: "assistant"})
+	require.Equal(t, "billing", a.Name, "a keyword pointing elsewhere beats the current agent")
+	require.Equal(t, "keywords", route.By)
+	require.EqualValues(t, 1, broken.hits.Load(), "no classifier call when the rules decide")
 }

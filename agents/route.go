@@ -11,10 +11,23 @@ import (
 type Route struct {
 	Agent  string `json:"agent"`
 	Reason string `json:"reason"`
-	// By is how the choice was made: "single", "llm", "keywords" or "default".
-	By    string `json:"by"`
-	Usage *Usage `json:"usage,omitempty"`
+	// By is how the choice was made: "single", "keywords", "current"
+	// (the conversation's current agent), "llm" or "default".
+	By string `json:"by"`
+	// Classifier says whether the routing classifier ran for this turn.
+	Classifier string `json:"classifier"`
+	Usage      *Usage `json:"usage,omitempty"`
 }
+
+// Whether the routing classifier ran (Route.Classifier).
+const (
+	// ClassifierNotNeeded: the tenant has at most one agent.
+	ClassifierNotNeeded = "not_needed"
+	// ClassifierSkipped: the keyword rules or the current agent decided.
+	ClassifierSkipped = "skipped"
+	// ClassifierCalled: the provider was asked (offline, that costs nothing).
+	ClassifierCalled = "called"
+)
 
 // DefaultAgent is the agent used when a tenant has none configured.
 func DefaultAgent() Agent {
@@ -27,17 +40,27 @@ func DefaultAgent() Agent {
 }
 
 // Choose is the routing agent: it picks the agent that answers this turn.
-// With one agent there is nothing to decide. With several, the provider
-// classifies (an LLM for openai); when it has no usable answer the keyword
-// rules decide, and the tenant's default agent takes what no rule claims.
-// A classification error is not fatal: the turn goes on with the rules.
+// With one agent there is nothing to decide. With several, the cheapest
+// rule that decides wins, so the classifier (a second LLM call for openai)
+// runs only when nothing else can tell: first the keyword rules (one agent
+// matches best), then the conversation's current agent (req.CurrentAgent,
+// the one that answered last), then the provider's classifier, and the
+// tenant's default agent takes what none of them claims. Route.By and
+// Route.Classifier say which way was taken. A classification error is not
+// fatal: the turn goes on with the default agent.
 func Choose(ctx context.Context, p Provider, all []Agent, req Request) (Agent, Route) {
 	switch len(all) {
 	case 0:
 		a := DefaultAgent()
-		return a, Route{Agent: a.Name, By: "default", Reason: "tenant has no agents configured"}
+		return a, Route{Agent: a.Name, By: "default", Reason: "tenant has no agents configured", Classifier: ClassifierNotNeeded}
 	case 1:
-		return all[0], Route{Agent: all[0].Name, By: "single", Reason: "tenant has one agent"}
+		return all[0], Route{Agent: all[0].Name, By: "single", Reason: "tenant has one agent", Classifier: ClassifierNotNeeded}
+	}
+	if a, kw, ok := byKeywords(all, req.Pending); ok {
+		return a, Route{Agent: a.Name, By: "keywords", Reason: fmt.Sprintf("matched keyword %q", kw), Classifier: ClassifierSkipped}
+	}
+	if a, ok := byName(all, req.CurrentAgent); ok && req.CurrentAgent != "" {
+		return a, Route{Agent: a.Name, By: "current", Reason: "the agent already answering this conversation; no keyword points elsewhere", Classifier: ClassifierSkipped}
 	}
 	var llmNote string
 	if p != nil {
@@ -49,13 +72,25 @@ func Choose(ctx context.Context, p Provider, all []Agent, req Request) (Agent, R
 		if err != nil {
 			llmNote = fmt.Sprintf("classification failed (%s); ", errorClass(err))
 		} else if a, ok := byName(all, name); ok {
-			return a, Route{Agent: a.Name, By: "llm", Reason: reason, Usage: u}
+			return a, Route{Agent: a.Name, By: "llm", Reason: reason, Usage: u, Classifier: ClassifierCalled}
 		} else if name != "" {
 			llmNote = "classifier named no known agent; "
 		}
 	}
-	text := normalize(strings.Join(req.Pending, " "))
-	best, bestHits, bestKW := -1, 0, ""
+	for _, a := range all {
+		if a.IsDefault {
+			return a, Route{Agent: a.Name, By: "default", Reason: llmNote + "no keyword matched; tenant's default agent", Classifier: ClassifierCalled}
+		}
+	}
+	return all[0], Route{Agent: all[0].Name, By: "default", Reason: llmNote + "no keyword matched and no default agent; first agent", Classifier: ClassifierCalled}
+}
+
+// byKeywords is the keyword rule: the agent whose keywords the pending
+// messages hit most often, and the first keyword it matched. A tie between
+// agents decides nothing.
+func byKeywords(all []Agent, pending []string) (Agent, string, bool) {
+	text := normalize(strings.Join(pending, " "))
+	best, bestHits, bestKW, tie := -1, 0, "", false
 	for i, a := range all {
 		hits, kw := 0, ""
 		for _, k := range a.Keywords {
@@ -66,20 +101,17 @@ func Choose(ctx context.Context, p Provider, all []Agent, req Request) (Agent, R
 				}
 			}
 		}
-		if hits > bestHits {
-			best, bestHits, bestKW = i, hits, kw
+		switch {
+		case hits > bestHits:
+			best, bestHits, bestKW, tie = i, hits, kw, false
+		case hits > 0 && hits == bestHits:
+			tie = true
 		}
 	}
-	if best >= 0 {
-		a := all[best]
-		return a, Route{Agent: a.Name, By: "keywords", Reason: fmt.Sprintf("%smatched keyword %q", llmNote, bestKW)}
+	if best < 0 || tie {
+		return Agent{}, "", false
 	}
-	for _, a := range all {
-		if a.IsDefault {
-			return a, Route{Agent: a.Name, By: "default", Reason: llmNote + "no keyword matched; tenant's default agent"}
-		}
-	}
-	return all[0], Route{Agent: all[0].Name, By: "default", Reason: llmNote + "no keyword matched and no default agent; first agent"}
+	return all[best], bestKW, true
 }
 
 func byName(all []Agent, name string) (Agent, bool) {
