@@ -35,7 +35,8 @@ type GateConfig struct {
 
 // Gate is one provider as every turn of a process shares it: at most
 // Concurrency calls in flight, and one back-off for all of them. A 429
-// holds every call until its Retry-After has passed; a run of failures
+// holds every call until its Retry-After has passed, then lets one probe
+// call through until one is not refused; a run of failures
 // (5xx, refused connections, timeouts) opens a circuit breaker, after which
 // one probe call at a time tries the provider until one succeeds. A call
 // the gate holds back, or one the provider refused for being overloaded or
@@ -49,6 +50,9 @@ type Gate struct {
 
 	mu        sync.Mutex
 	heldUntil time.Time // a 429's Retry-After
+	// limited is set by a 429 and cleared by any other outcome; while it
+	// is set, once the hold has passed, one probe call at a time tries.
+	limited, probing bool
 
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
@@ -152,8 +156,16 @@ func (g *Gate) call(ctx context.Context, f func(context.Context) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-g.slots }()
-	if wait := g.held(); wait > 0 {
+	probe, wait := g.admit()
+	if wait > 0 {
 		return &UnavailableError{Reason: ReasonRateLimited, Wait: wait}
+	}
+	if probe {
+		defer func() {
+			g.mu.Lock()
+			g.probing = false
+			g.mu.Unlock()
+		}()
 	}
 
 	var callErr error
@@ -163,6 +175,11 @@ func (g *Gate) call(ctx context.Context, f func(context.Context) error) error {
 		}
 		callErr = f(ctx)
 		g.inFlight.Add(-1)
+		if _, limited := rateLimited(callErr); !limited && ctx.Err() == nil {
+			g.mu.Lock()
+			g.limited = false
+			g.mu.Unlock()
+		}
 		if callErr == nil {
 			return struct{}{}, nil
 		}
@@ -195,6 +212,28 @@ func (g *Gate) call(ctx context.Context, f func(context.Context) error) error {
 	return callErr
 }
 
+// admit says whether a call may go to the provider after a 429: wait > 0
+// while the hold lasts, or while another call probes whether the limit
+// has lifted; probe when this call is that probe.
+func (g *Gate) admit() (probe bool, wait time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if wait := g.heldUntil.Sub(g.cfg.Now()); wait > 0 {
+		return false, wait
+	}
+	if !g.limited {
+		return false, 0
+	}
+	if g.probing {
+		return false, probeWait
+	}
+	g.probing = true
+	return true, 0
+}
+
+// probeWait is how long a call waits while another probes a lifted limit.
+const probeWait = time.Second
+
 // held is how long calls must still wait out a 429 (0 = not held).
 func (g *Gate) held() time.Duration {
 	g.mu.Lock()
@@ -206,6 +245,7 @@ func (g *Gate) held() time.Duration {
 func (g *Gate) hold(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.limited = true
 	if until := g.cfg.Now().Add(d); until.After(g.heldUntil) {
 		g.heldUntil = until
 	}

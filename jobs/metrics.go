@@ -15,6 +15,7 @@ type Metrics struct {
 	twilioSends   *prometheus.CounterVec
 	inboundToSent prometheus.Histogram
 	duplicates    *prometheus.CounterVec
+	gaveUp        *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker metrics on reg.
@@ -25,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind", "outcome"}),
 		llmLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "conversa_llm_latency_seconds", Help: "LLM call latency.",
-			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}, []string{"provider", "model"}),
 		llmTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conversa_llm_tokens_total", Help: "LLM tokens used, by direction (prompt, completion).",
@@ -40,8 +41,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conversa_duplicates_suppressed_total", Help: "Duplicates suppressed, by where (reply, send, status).",
 		}, []string{"where"}),
+		gaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_turns_gave_up_total", Help: "Turns the bot gave up on and handed to a person, by reason (rate_limited, outage, llm_failed).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates)
+	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp)
 	return m
 }
 
@@ -80,5 +84,12 @@ func (m *Metrics) ReplySent(d time.Duration) {
 func (m *Metrics) Duplicate(where string) {
 	if m != nil {
 		m.duplicates.WithLabelValues(where).Inc()
+	}
+}
+
+// GaveUp counts one turn handed to a person because the LLM could not answer.
+func (m *Metrics) GaveUp(reason string) {
+	if m != nil {
+		m.gaveUp.WithLabelValues(reason).Inc()
 	}
 }

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,9 @@ type ReplyWorker struct {
 	logger   *slog.Logger
 	debounce time.Duration
 	metrics  *Metrics
+	// llmTimeout sets the job's timeout (TurnTimeout); giveUp is how long
+	// after the customer's message an unavailable LLM is waited for.
+	llmTimeout, giveUp time.Duration
 	// sender sends replies inline after the turn commits (see inlineSlot);
 	// nil when this process has no Twilio client.
 	sender *SendWorker
@@ -66,7 +70,8 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
+	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics,
+		llmTimeout: cmp.Or(d.LLMTimeout, DefaultLLMTimeout), giveUp: cmp.Or(d.LLMGiveUp, DefaultLLMGiveUp)}
 	if d.Twilio != nil && d.Sealer != nil {
 		rw.sender = NewSendWorker(d)
 	}
@@ -150,6 +155,7 @@ func failureReason(err error) string {
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
+	readAt := time.Now()
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
 		return "cancelled", river.JobCancel(err)
@@ -184,7 +190,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	if len(plan.Fold) > 0 {
 		summary = agents.FoldSummary(st.Summary, plan.Fold)
 	}
-	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending}
+	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending, CurrentAgent: st.CurrentAgent}
 	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
 	req.Agent = agent
 	if route.Usage != nil {
@@ -204,6 +210,14 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 			"provider": w.provider.Name(), "agent": agent.Name, "attempt": job.Attempt,
 			"error": agents.ErrorClass(err), "latency_ms": ans.Usage.LatencyMS,
 		})
+		age := st.QuietFor() + time.Since(readAt)
+		switch verdict, wait, reason := w.judgeProviderError(err, age, job.Attempt, job.MaxAttempts); verdict {
+		case verdictWait:
+			log.Info("turn waits for the LLM", "reason", reason, "wait_ms", wait.Milliseconds())
+			return "waiting", river.JobSnooze(wait)
+		case verdictGiveUp:
+			return w.handOver(ctx, log, job, agent, reason, age, err)
+		}
 		return "", fmt.Errorf("agent %s reply: %w", agent.Name, llmError{err})
 	}
 	log.Info("agent answered", "agent", agent.Name, "route_by", route.By, "provider", ans.Usage.Provider,
@@ -376,7 +390,8 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64) []agents.MemoryTurn
 func agentList(stored []store.Agent) []agents.Agent {
 	out := make([]agents.Agent, 0, len(stored))
 	for _, s := range stored {
-		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords, IsDefault: s.IsDefault}
+		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
+			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage}
 		for _, f := range s.FAQ {
 			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
 		}

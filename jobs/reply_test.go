@@ -385,11 +385,22 @@ func TestReplyLLMFailureIsRetriedAndExplained(t *testing.T) {
 	in := e.inbound("hello")
 	args := jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
 
-	_, err := e.tw.Work(e.ctx, t, e.tx, args, &river.InsertOpts{MaxAttempts: 1})
-	require.Error(t, err)
+	_, err := e.tw.Work(e.ctx, t, e.tx, args, &river.InsertOpts{MaxAttempts: 2})
+	require.Error(t, err, "an attempt that is not the last is retried")
 	require.Empty(t, e.replies())
 	require.EqualValues(t, 5, e.credits(), "no reply, no debit")
 	ev := e.events(in.MessageID)
 	require.Equal(t, "timeout", ev["turn.llm_failed"]["error"])
-	require.Equal(t, "llm: timeout", ev["turn.failed"]["error"], "the last attempt says the turn gave up")
+
+	// The last attempt does not fall silent: the customer gets the notice
+	// and a person takes the conversation.
+	res, err := e.tw.Work(e.ctx, t, e.tx, args, &river.InsertOpts{MaxAttempts: 1})
+	require.NoError(t, err)
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	require.Equal(t, []string{agents.DefaultFallbackMessage}, e.replies())
+	require.EqualValues(t, 5, e.credits(), "the notice costs nothing")
+	ev = e.events(in.MessageID)
+	require.Equal(t, "llm_failed", ev["turn.gave_up"]["reason"])
+	require.Equal(t, "timeout", ev["turn.gave_up"]["error"])
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM conversations WHERE id = $1 AND status = 'human'`, in.ConversationID))
 }

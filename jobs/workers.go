@@ -36,8 +36,15 @@ type Deps struct {
 	Now func() time.Time
 	// Metrics may be nil.
 	Metrics *Metrics
-	// LLM answers turns; nil means the offline provider.
+	// LLM answers turns; nil means the offline provider. Give it behind an
+	// agents.Gate so every turn of the process shares one back-off.
 	LLM agents.Provider
+	// LLMTimeout is LLM_TIMEOUT: the turn job's timeout follows from it
+	// (TurnTimeout). 0 means DefaultLLMTimeout.
+	LLMTimeout time.Duration
+	// LLMGiveUp is LLM_GIVE_UP: how long after the customer's message an
+	// unavailable LLM is waited for. 0 means DefaultLLMGiveUp.
+	LLMGiveUp time.Duration
 	// Memory is the hybrid conversation memory; nil means one on Redis
 	// with the "conversa:" key prefix.
 	Memory *store.Memory

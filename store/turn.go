@@ -29,6 +29,8 @@ type TurnState struct {
 	Summary          string  `db:"summary"`
 	SummaryThroughID int64   `db:"summary_through_id"`
 	ChannelKind      string  `db:"channel_kind"`
+	// CurrentAgent is the agent of the bot's last reply ("" for none).
+	CurrentAgent string `db:"current_agent"`
 }
 
 // QuietFor is QuietSeconds as a duration.
@@ -39,7 +41,9 @@ func (s TurnState) QuietFor() time.Duration {
 var turnStateSelect = `
 	SELECT v.id, v.status, v.last_inbound_message_id,
 	       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - v.last_inbound_at), 1e9)::float8 AS quiet_seconds,
-	       c.opted_out, ` + balanceOf("v.tenant_id") + ` AS credits, t.reply_price, v.summary, v.summary_through_id, ch.kind AS channel_kind
+	       c.opted_out, ` + balanceOf("v.tenant_id") + ` AS credits, t.reply_price, v.summary, v.summary_through_id, ch.kind AS channel_kind,
+	       COALESCE((SELECT m.agent FROM messages m WHERE m.conversation_id = v.id AND m.author = 'bot'
+	                 ORDER BY m.id DESC LIMIT 1), '') AS current_agent
 	FROM conversations v
 	JOIN contacts c ON c.id = v.contact_id
 	JOIN tenants t ON t.id = v.tenant_id

@@ -167,6 +167,9 @@ func (s *server) putAgent(c *gin.Context) {
 		Keywords     []string         `json:"keywords"`
 		FAQ          []store.FAQEntry `json:"faq"`
 		IsDefault    *bool            `json:"is_default"`
+		// FallbackMessage is what the customer gets when the bot gives up
+		// on an unavailable LLM (see README, "A real LLM").
+		FallbackMessage string `json:"fallback_message"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
@@ -178,6 +181,10 @@ func (s *server) putAgent(c *gin.Context) {
 		return
 	}
 	if a.Model, err = textField("model", req.Model, false, 200); err != nil {
+		s.apiError(c, err)
+		return
+	}
+	if a.FallbackMessage, err = textField("fallback_message", req.FallbackMessage, false, 1600); err != nil {
 		s.apiError(c, err)
 		return
 	}

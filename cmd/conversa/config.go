@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ type config struct {
 	OpenAIBaseURL  string
 	OpenAIAPIKey   string
 	LLMModel       string
+	// LLMConcurrency, LLMTimeout and LLMGiveUp: see README, "A real LLM".
+	LLMConcurrency int
+	LLMTimeout     time.Duration
+	LLMGiveUp      time.Duration
 	AdminToken     string
 	// AdminTokenGenerated is true when ADMIN_TOKEN was unset and one was made up.
 	AdminTokenGenerated bool
@@ -37,6 +42,12 @@ type config struct {
 	Debounce         time.Duration
 	LogFormat        string
 }
+
+// Bounds of the LLM settings: past them a setting is a typo, not a choice.
+const (
+	maxLLMConcurrency = 10000
+	maxLLMTimeout     = 10 * time.Minute
+)
 
 // devSecretKey is the well-known development key used when SECRET_KEY is unset.
 const devSecretKey = "636f6e76657273612d6465762d6b65792d6e6f742d7365637265742d21212121"
@@ -51,11 +62,13 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		}
 		return def
 	}
+	badDur := map[string]bool{}
 	dur := func(name, def string) time.Duration {
 		v := get(name, def)
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
 			errs = append(errs, fmt.Errorf("%s: %q is not a duration like 1500ms", name, v))
+			badDur[name] = true
 		}
 		return d
 	}
@@ -77,6 +90,8 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		OpenAIBaseURL:  get("OPENAI_BASE_URL", ""),
 		OpenAIAPIKey:   get("OPENAI_API_KEY", ""),
 		LLMModel:       get("LLM_MODEL", ""),
+		LLMTimeout:     dur("LLM_TIMEOUT", "60s"),
+		LLMGiveUp:      dur("LLM_GIVE_UP", "15m"),
 		AdminToken:     get("ADMIN_TOKEN", ""),
 		Debounce:       dur("DEBOUNCE", "1500ms"),
 		LogFormat:      get("LOG_FORMAT", ""),
@@ -115,6 +130,22 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("LLM_PROVIDER: %q is not offline or openai", c.LLMProvider))
+	}
+	concurrency := get("LLM_CONCURRENCY", "256")
+	n, err := strconv.Atoi(concurrency)
+	if err != nil || n <= 0 || n > maxLLMConcurrency {
+		errs = append(errs, fmt.Errorf("LLM_CONCURRENCY: %q is not a whole number from 1 to %d", concurrency, maxLLMConcurrency))
+	}
+	c.LLMConcurrency = n
+	timeoutOK := c.LLMTimeout >= time.Second && c.LLMTimeout <= maxLLMTimeout
+	if !timeoutOK && !badDur["LLM_TIMEOUT"] {
+		// The turn job's timeout and stuck-job rescue follow from it
+		// (jobs.TurnTimeout): too short cuts every answer, too long leaves a
+		// crashed turn unanswered for as long.
+		errs = append(errs, fmt.Errorf("LLM_TIMEOUT: %s must be from 1s to %s (the turn job's timeout and stuck-job rescue follow from it)", c.LLMTimeout, maxLLMTimeout))
+	}
+	if timeoutOK && !badDur["LLM_GIVE_UP"] && c.LLMGiveUp < c.LLMTimeout {
+		errs = append(errs, fmt.Errorf("LLM_GIVE_UP: %s is shorter than LLM_TIMEOUT (%s): the bot would give up before one call could answer", c.LLMGiveUp, c.LLMTimeout))
 	}
 	switch c.LogFormat {
 	case "", "text", "json":

@@ -33,11 +33,12 @@ import (
 
 // Worker pool sizes. A turn waits on an LLM, a send on Twilio: both are I/O,
 // and neither holds a database connection while it waits, so the pool is
-// smaller than the worker count: a serve and two work processes fit in
-// Postgres's default 100 connections. pool_max_conns in DATABASE_URL
-// overrides it.
+// far smaller than the worker count: the reply queue runs LLM_CONCURRENCY
+// turns, each holding a connection only for its short reads and its commit,
+// and a serve and two work processes fit in Postgres's default 100
+// connections. pool_max_conns in DATABASE_URL overrides it (see
+// docs/operations.md, "Connections").
 const (
-	replyWorkers     = 20
 	sendWorkers      = 40
 	defaultPoolConns = 30
 )
@@ -151,16 +152,24 @@ func (a *app) openRedis() (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// newLLM builds the agents' LLM provider from LLM_PROVIDER.
-func (a *app) newLLM() (agents.Provider, error) {
-	if a.cfg.LLMProvider != "openai" {
-		return agents.NewOffline(), nil
+// newLLM builds the agents' LLM provider from LLM_PROVIDER, behind the
+// process's one gate: LLM_CONCURRENCY calls in flight and one shared
+// back-off for every turn.
+func (a *app) newLLM() (*agents.Gate, error) {
+	var p agents.Provider = agents.NewOffline()
+	if a.cfg.LLMProvider == "openai" {
+		o, err := agents.NewOpenAI(agents.OpenAIConfig{
+			BaseURL: a.cfg.OpenAIBaseURL,
+			APIKey:  a.cfg.OpenAIAPIKey,
+			Model:   a.cfg.LLMModel,
+			Timeout: a.cfg.LLMTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p = o
 	}
-	return agents.NewOpenAI(agents.OpenAIConfig{
-		BaseURL: a.cfg.OpenAIBaseURL,
-		APIKey:  a.cfg.OpenAIAPIKey,
-		Model:   a.cfg.LLMModel,
-	})
+	return agents.NewGate(p, agents.GateConfig{Concurrency: a.cfg.LLMConcurrency}), nil
 }
 
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
@@ -179,7 +188,7 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 }
 
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
-func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer) *river.Config {
+func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer, replyWorkers int) *river.Config {
 	cfg := &river.Config{
 		Logger: logger.With("component", "river"),
 		Middleware: []rivertype.Middleware{
@@ -191,6 +200,9 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		// A crashed process's jobs are rescued after 20 s; the rescuer runs
 		// every 30 s, so interrupted work resumes within about a minute.
 		// JobTimeout stays below it, and TWILIO_TIMEOUT below JobTimeout.
+		// A turn has its own, longer timeout (jobs.TurnTimeout from
+		// LLM_TIMEOUT), which the rescuer honours: a crashed turn resumes
+		// within LLM_TIMEOUT + 60 s.
 		JobTimeout:           15 * time.Second,
 		RescueStuckJobsAfter: 20 * time.Second,
 		// Each hop (ingest → turn, turn → send) is a NOTIFY that wakes a
@@ -256,6 +268,9 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		if err != nil {
 			return err
 		}
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "conversa_llm_calls_in_flight", Help: "LLM calls at the provider now (at most LLM_CONCURRENCY).",
+		}, func() float64 { return float64(llm.InFlight()) }))
 		tw, err := a.twilioSender(ctx, logger)
 		if err != nil {
 			return err
@@ -268,6 +283,8 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Redis:         rdb,
 			PublicBaseURL: a.cfg.PublicBaseURL,
 			Debounce:      a.cfg.Debounce,
+			LLMTimeout:    a.cfg.LLMTimeout,
+			LLMGiveUp:     a.cfg.LLMGiveUp,
 			Metrics:       jobMetrics,
 			Sealer:        sealer,
 			Twilio:        tw,
@@ -276,7 +293,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			return err
 		}
 	}
-	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg))
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg, a.cfg.LLMConcurrency))
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
 	}

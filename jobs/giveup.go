@@ -1,0 +1,87 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/store"
+)
+
+// handOver ends a turn the LLM could not answer: the customer gets one notice
+// (the agent's fallback message) and the conversation goes to a person. In
+// one transaction, under the conversation's lock: the notice as the turn's
+// reply (unique per turn, like any reply, so a retried give-up writes no
+// second notice), the status "human", the turn.gave_up and turn.handoff
+// events, the notice's conversa.send job (the same send path as every
+// reply) and the turn job's completion. The notice costs no credits: no
+// model answered. A turn that must not answer any more (a newer message, a
+// person took over, STOP) skips instead, as after any LLM call.
+func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs], agent agents.Agent, reason string, age time.Duration, callErr error) (string, error) {
+	a := job.Args
+	detail := map[string]any{
+		"reason": reason, "agent": agent.Name, "attempt": job.Attempt,
+		"waited_s": int64(age.Seconds()), "give_up_after_s": int64(w.giveUp.Seconds()),
+	}
+	if callErr != nil {
+		detail["error"] = agents.ErrorClass(callErr)
+	}
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return "", fmt.Errorf("begin give-up: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+
+	replyTo := a.MessageID
+	start, err := store.StartReply(ctx, tx, store.Outbound{
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: agent.Fallback(),
+		ReplyToID: &replyTo, Agent: agent.Name,
+		EventKind: "turn.fallback", Event: map[string]any{"reply_to_id": a.MessageID, "agent": agent.Name, "reason": reason},
+	})
+	if err != nil {
+		return "", err
+	}
+	if skip, skipDetail := skipReason(start.State, a.MessageID); skip != "" {
+		_ = tx.Rollback(ctx)
+		skipDetail["after_llm"] = true
+		return w.skip(ctx, log, a, "turn.skipped", skip, skipDetail)
+	}
+	if start.ReplyID == 0 {
+		_ = tx.Rollback(ctx)
+		w.metrics.Duplicate("reply")
+		return w.skip(ctx, log, a, "turn.duplicate", "duplicate",
+			map[string]any{"reason": "this turn already has its reply; no notice written"})
+	}
+	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
+		return "", err
+	}
+	detail["notice_message_id"] = start.ReplyID
+	if err := store.AddEvents(ctx, tx, a.TenantID, a.MessageID,
+		store.Event{Kind: "turn.gave_up", Detail: detail},
+		store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": "the LLM could not answer (" + reason + ")"}},
+	); err != nil {
+		return "", err
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return "", fmt.Errorf("river client: %w", err)
+	}
+	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: start.ReplyID}, nil); err != nil {
+		return "", fmt.Errorf("insert send job: %w", err)
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return "", fmt.Errorf("complete turn: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", fmt.Errorf("commit give-up: %w", err)
+	}
+	w.metrics.GaveUp(reason)
+	log.Warn("turn gave up: conversation handed to a person", "reason", reason, "notice_message_id", start.ReplyID, "agent", agent.Name)
+	return "gave_up", nil
+}
