@@ -31,7 +31,7 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "bench/results", "where the report goes")
 	dur := fs.Duration("duration", 15*time.Second, "length of each throughput run")
 	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
-	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve); empty = all")
+	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve,llm); empty = all")
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
 	soakRate := fs.Float64("soak-rate", 50, "messages per second during the memory soak (below what the pipeline sustains, so a growing queue is not mistaken for a leak)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (load generator and in-process servers) to this file")
@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string) error {
 		{"sustained", b.sustainedFigure},
 		{"memory", b.memoryFigure},
 		{"curve", b.curveFigure},
+		{"llm", b.llmFigure},
 	} {
 		if want(f.name) {
 			if !first {

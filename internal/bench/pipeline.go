@@ -25,8 +25,9 @@ type pipeline struct {
 	logDst *os.File
 }
 
-// startPipeline builds bin/conversa and runs it against the bench database.
-func (b *bench) startPipeline(ctx context.Context) (*pipeline, error) {
+// startPipeline builds bin/conversa and runs it against the bench database,
+// with env added to (or overriding) the figures' common environment.
+func (b *bench) startPipeline(ctx context.Context, env ...string) (*pipeline, error) {
 	// Each figure starts from an empty queue (the ingest figure leaves its
 	// turn jobs unworked) and with this process's idle connections closed,
 	// so the server has the database's connections to itself.
@@ -71,6 +72,7 @@ func (b *bench) startPipeline(ctx context.Context) (*pipeline, error) {
 		"SECRET_KEY="+fmt.Sprintf("%x", secretKey),
 		"ADMIN_TOKEN=bench",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	fmt.Printf("  (server log: %s)\n", logf.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
