@@ -198,8 +198,11 @@ func (g *Gate) call(ctx context.Context, f func(context.Context) error) error {
 		return struct{}{}, nil
 	})
 	switch {
-	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+	case errors.Is(err, gobreaker.ErrOpenState):
 		return &UnavailableError{Reason: ReasonOutage, Wait: g.cfg.OpenFor}
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		// Half-open: another call is probing the provider right now.
+		return &UnavailableError{Reason: ReasonOutage, Wait: min(probeWait, g.cfg.OpenFor)}
 	case callErr == nil:
 		return nil
 	}

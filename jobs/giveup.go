@@ -47,16 +47,8 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	if err != nil {
 		return "", err
 	}
-	if skip, skipDetail := skipReason(start.State, a.MessageID); skip != "" {
-		_ = tx.Rollback(ctx)
-		skipDetail["after_llm"] = true
-		return w.skip(ctx, log, a, "turn.skipped", skip, skipDetail)
-	}
-	if start.ReplyID == 0 {
-		_ = tx.Rollback(ctx)
-		w.metrics.Duplicate("reply")
-		return w.skip(ctx, log, a, "turn.duplicate", "duplicate",
-			map[string]any{"reason": "this turn already has its reply; no notice written"})
+	if outcome, skipped, err := w.skipStarted(ctx, log, tx, a, start); skipped {
+		return outcome, err
 	}
 	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
 		return "", err
@@ -84,4 +76,25 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	w.metrics.GaveUp(reason)
 	log.Warn("turn gave up: conversation handed to a person", "reason", reason, "notice_message_id", start.ReplyID, "agent", agent.Name)
 	return "gave_up", nil
+}
+
+// skipStarted rolls back a started reply (a bot reply or a give-up notice)
+// that must not go out: the turn may no longer answer (a newer message, a
+// person took over, STOP, all seen under the conversation's lock), or it
+// already has its reply. skipped is false when the reply may go on.
+func (w *ReplyWorker) skipStarted(ctx context.Context, log *slog.Logger, tx pgx.Tx, a ReplyArgs, start store.ReplyStart, events ...store.Event) (string, bool, error) {
+	if reason, detail := skipReason(start.State, a.MessageID); reason != "" {
+		_ = tx.Rollback(ctx)
+		detail["after_llm"] = true
+		outcome, err := w.skip(ctx, log, a, "turn.skipped", reason, detail, events...)
+		return outcome, true, err
+	}
+	if start.ReplyID == 0 {
+		_ = tx.Rollback(ctx)
+		w.metrics.Duplicate("reply")
+		outcome, err := w.skip(ctx, log, a, "turn.duplicate", "duplicate",
+			map[string]any{"reason": "this turn already has its reply; no second reply written"})
+		return outcome, true, err
+	}
+	return "", false, nil
 }

@@ -259,16 +259,8 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if err != nil {
 		return "", err
 	}
-	if reason, detail := skipReason(start.State, a.MessageID); reason != "" {
-		_ = tx.Rollback(ctx)
-		detail["after_llm"] = true
-		return w.skip(ctx, log, a, "turn.skipped", reason, detail, events...)
-	}
-	if start.ReplyID == 0 {
-		_ = tx.Rollback(ctx)
-		w.metrics.Duplicate("reply")
-		return w.skip(ctx, log, a, "turn.duplicate", "duplicate",
-			map[string]any{"reason": "this turn already has its reply; no second reply written"})
+	if outcome, skipped, err := w.skipStarted(ctx, log, tx, a, start, events...); skipped {
+		return outcome, err
 	}
 	replyID := start.ReplyID
 	if len(plan.Fold) > 0 {

@@ -211,10 +211,13 @@ func TestAPITenantLifecycle(t *testing.T) {
 	require.Equal(t, "sales", got.Name)
 	require.True(t, got.IsDefault)
 	require.Equal(t, []store.FAQEntry{{Keywords: []string{"return"}, Answer: "30 days."}}, got.FAQ)
+	require.Empty(t, got.FallbackMessage, "no fallback_message: the built-in notice")
 	agent["model"] = "gpt-4o"
+	agent["fallback_message"] = "  We will call you back shortly. "
 	delete(agent, "is_default")
 	got = call[store.Agent](t, o, "PUT", "/api/v1/tenants/"+tenantID+"/agents/sales", admin, agent, 200)
 	require.Equal(t, "gpt-4o", got.Model)
+	require.Equal(t, "We will call you back shortly.", got.FallbackMessage)
 	require.True(t, got.IsDefault, "an omitted is_default keeps the flag")
 
 	var defaults []string
@@ -535,6 +538,8 @@ func TestAPIBadInputIsNever500(t *testing.T) {
 		{"PUT", tenant + "/agents/ok", `{"faq": [{"keywords": [], "answer": "x"}]}`, 400},
 		{"PUT", tenant + "/agents/ok", `{"faq": [{"keywords": ["a"], "answer": ""}]}`, 400},
 		{"PUT", tenant + "/agents/ok", `{"is_default": "yes"}`, 400},
+		{"PUT", tenant + "/agents/ok", `{"fallback_message": "` + strings.Repeat("x", 1601) + `"}`, 400},
+		{"PUT", tenant + "/agents/ok", `{"fallback_message": 7}`, 400},
 		{"PUT", "/api/v1/tenants/nope/agents/ok", `{}`, 404},
 		{"GET", "/api/v1/conversations?limit=0", nil, 400},
 		{"GET", "/api/v1/conversations?limit=abc", nil, 400},

@@ -49,6 +49,7 @@ type bench struct {
 	tenant   benchTenant
 	soak     time.Duration
 	soakRate float64
+	llmRate  float64
 }
 
 type benchTenant struct {

@@ -28,7 +28,8 @@ type llmRun struct {
 // than a fixed worker count, the model should add its latency to each
 // reply and take nothing off the throughput.
 func (b *bench) llmFigure(ctx context.Context, r *report) error {
-	const n, rate = 1000, 100.0
+	rate := b.llmRate
+	n := int(rate * 10)
 	offline, err := b.llmPass(ctx, "offline agent", n, rate)
 	if err != nil {
 		return err
@@ -57,6 +58,7 @@ func (b *bench) llmFigure(ctx context.Context, r *report) error {
 		{"fake model answering in 2 s", row(model)},
 		{"throughput ratio model/offline (goal ≥ 0.9)", fmt.Sprintf("%.2f", ratio)},
 		{"median time to reply minus the model's 2 s (goal ≤ 300 ms)", ms(model.p50 - llmLatency)},
+		{"the same minus the offline median (what the model path adds beyond its 2 s)", ms(model.p50 - llmLatency - offline.p50)},
 		{"most LLM calls in flight (seen by the fake)", fmt.Sprintf("%d (%.0f/s × 2 s would need %.0f)", model.maxInFlight, rate, rate*llmLatency.Seconds())},
 	})
 	return nil

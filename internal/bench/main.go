@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string) error {
 	only := fs.String("only", "", "comma-separated figures to run (ingest,e2e,sustained,memory,curve,llm); empty = all")
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
 	soakRate := fs.Float64("soak-rate", 50, "messages per second during the memory soak (below what the pipeline sustains, so a growing queue is not mistaken for a leak)")
+	llmRate := fs.Float64("llm-rate", 100, "messages per second in the LLM-bound figure (10 s of them)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (load generator and in-process servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,7 +59,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.close()
-	b.soak, b.soakRate = *soak, *soakRate
+	b.soak, b.soakRate, b.llmRate = *soak, *soakRate, *llmRate
 
 	first := true
 	if want("ingest") {
