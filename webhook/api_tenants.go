@@ -167,12 +167,13 @@ func (s *server) putAgent(c *gin.Context) {
 		Keywords     []string         `json:"keywords"`
 		FAQ          []store.FAQEntry `json:"faq"`
 		IsDefault    *bool            `json:"is_default"`
+		Vision       bool             `json:"vision"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
 		return
 	}
-	a := store.Agent{Name: name, Tools: req.Tools}
+	a := store.Agent{Name: name, Tools: req.Tools, Vision: req.Vision}
 	if a.SystemPrompt, err = textField("system_prompt", req.SystemPrompt, false, 20000); err != nil {
 		s.apiError(c, err)
 		return

@@ -36,6 +36,10 @@ type config struct {
 	SecretKeyDefault bool
 	Debounce         time.Duration
 	LogFormat        string
+	// TranscribeModel is TRANSCRIBE_MODEL ("" = voice notes are not transcribed).
+	TranscribeModel   string
+	MediaMaxBytes     int64
+	ToolsAllowPrivate bool
 }
 
 // devSecretKey is the well-known development key used when SECRET_KEY is unset.
@@ -116,6 +120,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("LLM_PROVIDER: %q is not offline or openai", c.LLMProvider))
 	}
+	c.TranscribeModel, c.MediaMaxBytes, c.ToolsAllowPrivate = mediaConfig(get, c.LLMProvider, &errs)
 	switch c.LogFormat {
 	case "", "text", "json":
 	default:
