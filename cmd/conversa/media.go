@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/media"
+	"github.com/conversa/conversa/store"
 )
 
 // sandboxHost is where the sandbox Twilio listens (faketwilio.StartSandbox).
@@ -74,4 +78,29 @@ func (a *app) newMedia(apiURL string) (jobs.Media, error) {
 		m.Transcriber = t
 	}
 	return m, nil
+}
+
+// addDemoVoiceNote makes the demo's inbound message a WhatsApp voice note:
+// the sandbox's sample, named by a Twilio media URL as Twilio would send it
+// (the server fetches api.twilio.com media at TWILIO_API_URL, the sandbox).
+func addDemoVoiceNote(form url.Values, accountSID, messageSID string) {
+	form.Set("Body", "")
+	form.Set("NumMedia", "1")
+	form.Set("MediaUrl0", "https://api.twilio.com/2010-04-01/Accounts/"+accountSID+"/Messages/"+messageSID+"/Media/"+faketwilio.SandboxVoiceNoteSID)
+	form.Set("MediaContentType0", "audio/wav")
+	form.Set("MessageType", "audio")
+}
+
+// heard is what the agent read for the demo's voice note.
+func (api demoAPI) heard(ctx context.Context, messageSID string) string {
+	var found struct {
+		Items []store.Message `json:"items"`
+	}
+	if err := api.get(ctx, "/messages?twilio_sid="+url.QueryEscape(messageSID), &found); err != nil || len(found.Items) == 0 {
+		return "(the voice note was not found)"
+	}
+	if t := found.Items[0].Transcript; t != nil {
+		return fmt.Sprintf("%q (the transcript the agent read)", *t)
+	}
+	return fmt.Sprintf("%s (no transcript: the server has no TRANSCRIBE_MODEL, or the note could not be transcribed; see the trace)", agents.TextVoiceNote)
 }
