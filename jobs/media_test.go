@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -221,18 +220,4 @@ func TestImagesWithoutVisionAreNotFetched(t *testing.T) {
 	require.Equal(t, []string{agents.TextImage}, c.Pending)
 	require.Empty(t, c.Images)
 	require.Zero(t, e.twilio.MediaFetches())
-}
-
-func TestMessageTextPerAttachmentType(t *testing.T) {
-	t.Parallel()
-	words := "call me back"
-	att := func(ct string, st agents.AttachmentState) agents.Attachment {
-		return agents.Attachment{ContentType: ct, State: st}
-	}
-	require.Equal(t, "call me back", agents.MessageText("", &words, []agents.Attachment{att(opus, agents.AttachmentPlain)}))
-	require.Equal(t, "[voice note]", agents.MessageText("", nil, []agents.Attachment{att("audio/amr", agents.AttachmentPlain)}))
-	require.Equal(t, "hi\n[voice note: could not be transcribed]", agents.MessageText("hi", nil, []agents.Attachment{att(opus, agents.AttachmentFailed)}))
-	require.Equal(t, "[image]", agents.MessageText("", nil, []agents.Attachment{att("image/webp", agents.AttachmentPlain)}))
-	require.Equal(t, "[attachment: text/vcard]", agents.MessageText("", nil, []agents.Attachment{att("text/vcard", agents.AttachmentPlain)}))
-	require.True(t, strings.HasPrefix(agents.MessageText("", nil, []agents.Attachment{att("", agents.AttachmentPlain)}), "[attachment: "))
 }

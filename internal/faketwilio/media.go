@@ -146,13 +146,13 @@ func (f *Fake) serveStorage(w http.ResponseWriter, r *http.Request, token string
 		_, _ = w.Write(it.Body)
 		return
 	}
-	_, _ = io.CopyN(w, zeroes{}, it.Size)
+	_, _ = io.CopyN(w, filler{}, it.Size)
 }
 
-// zeroes reads as endless "a" bytes (printable, so a fake transcript of it is text).
-type zeroes struct{}
+// filler reads as endless "a" bytes (printable, so a fake transcript of it is text).
+type filler struct{}
 
-func (zeroes) Read(p []byte) (int, error) {
+func (filler) Read(p []byte) (int, error) {
 	for i := range p {
 		p[i] = 'a'
 	}
