@@ -90,11 +90,17 @@ func pendingWith(stored []store.MemoryTurn, pendingIDs []int64, kind media.Kind)
 	return out
 }
 
-// runAttachments runs work on every attachment of kind of msgs, at most
-// mediaParallel at once, and returns the results in message and attachment
-// order (a burst reads in the order it was sent, however the work finished).
-func (w *ReplyWorker) runAttachments(ctx context.Context, msgs []store.MemoryTurn, kind media.Kind, limit int,
-	work func(ctx context.Context, m store.MemoryTurn, i int, md store.Media) attachmentResult) []attachmentResult {
+// runAttachments opens every attachment of kind of msgs (the newest limit
+// of them when limit > 0) with the account's credentials and runs work on
+// it, at most mediaParallel at once, under the media stage's timeout. A
+// fetch that fails is media.failed with the attachment left in failState.
+// The results are in message and attachment order (a burst reads in the
+// order it was sent, however the work finished).
+func (w *ReplyWorker) runAttachments(ctx context.Context, a ReplyArgs, msgs []store.MemoryTurn, kind media.Kind, limit int,
+	failState agents.AttachmentState, work func(ctx context.Context, m store.MemoryTurn, i int, d *media.Download, start time.Time) attachmentResult) []attachmentResult {
+	ctx, cancel := context.WithTimeout(ctx, w.media.Timeout)
+	defer cancel()
+	sid, token, credErr := w.credentials(ctx, a)
 	type job struct {
 		m  store.MemoryTurn
 		i  int
@@ -120,7 +126,18 @@ func (w *ReplyWorker) runAttachments(ctx context.Context, msgs []store.MemoryTur
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[n] = work(ctx, j.m, j.i, j.md)
+			if credErr != nil {
+				results[n] = failed(j.m, j.i, j.md, "fetch", credErr, failState)
+				return
+			}
+			start := time.Now()
+			d, err := w.media.Fetcher.Open(ctx, j.md.URL, sid, token, j.md.ContentType)
+			if err != nil {
+				results[n] = failed(j.m, j.i, j.md, "fetch", err, failState)
+				return
+			}
+			defer d.Close()
+			results[n] = work(ctx, j.m, j.i, d, start)
 		}()
 	}
 	wg.Wait()
@@ -148,19 +165,8 @@ func (w *ReplyWorker) transcribe(ctx context.Context, log *slog.Logger, a ReplyA
 	if len(todo) == 0 {
 		return stored, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.media.Timeout)
-	defer cancel()
-	sid, token, err := w.credentials(ctx, a)
-	results := w.runAttachments(ctx, todo, media.KindAudio, 0, func(ctx context.Context, m store.MemoryTurn, i int, md store.Media) attachmentResult {
-		if err != nil {
-			return failed(m, i, md, "fetch", err, agents.AttachmentFailed)
-		}
-		start := time.Now()
-		d, err := w.media.Fetcher.Open(ctx, md.URL, sid, token, md.ContentType)
-		if err != nil {
-			return failed(m, i, md, "fetch", err, agents.AttachmentFailed)
-		}
-		defer d.Close()
+	results := w.runAttachments(ctx, a, todo, media.KindAudio, 0, agents.AttachmentFailed, func(ctx context.Context, m store.MemoryTurn, i int, d *media.Download, start time.Time) attachmentResult {
+		md := m.Media[i]
 		if w.media.Transcriber == nil {
 			_, err := io.Copy(io.Discard, d)
 			if err != nil {
@@ -257,22 +263,10 @@ func (w *ReplyWorker) images(ctx context.Context, log *slog.Logger, a ReplyArgs,
 	if len(todo) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.media.Timeout)
-	defer cancel()
-	sid, token, err := w.credentials(ctx, a)
-	results := w.runAttachments(ctx, todo, media.KindImage, maxImagesPerTurn, func(ctx context.Context, m store.MemoryTurn, i int, md store.Media) attachmentResult {
-		if err != nil {
-			return failed(m, i, md, "fetch", err, agents.AttachmentPlain)
-		}
-		start := time.Now()
-		d, err := w.media.Fetcher.Open(ctx, md.URL, sid, token, md.ContentType)
-		if err != nil {
-			return failed(m, i, md, "fetch", err, agents.AttachmentPlain)
-		}
-		defer d.Close()
+	results := w.runAttachments(ctx, a, todo, media.KindImage, maxImagesPerTurn, agents.AttachmentPlain, func(ctx context.Context, m store.MemoryTurn, i int, d *media.Download, start time.Time) attachmentResult {
 		u, err := dataURL(d, w.media.Fetcher.MaxBytes())
 		if err != nil {
-			return failed(m, i, md, "fetch", err, agents.AttachmentPlain)
+			return failed(m, i, m.Media[i], "fetch", err, agents.AttachmentPlain)
 		}
 		return attachmentResult{messageID: m.ID, index: i, state: agents.AttachmentImagePart, imageURL: u, event: store.Event{Kind: "media.fetched", Detail: map[string]any{
 			"index": i, "content_type": d.ContentType, "bytes": d.Bytes(), "latency_ms": time.Since(start).Milliseconds(), "image_part": true,
