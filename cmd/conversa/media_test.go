@@ -8,8 +8,12 @@ import (
 	"github.com/conversa/conversa/internal/testdb"
 )
 
+// TestDemoVoiceNoteIsFetchedFromTheSandboxAndAnswered is not parallel: it
+// runs, and its server stops, before the parallel tests start theirs. Two
+// servers on the test binary's one database work each other's jobs, and the
+// one that stops first takes its sandbox, and the status callbacks of the
+// other's replies it sent, with it.
 func TestDemoVoiceNoteIsFetchedFromTheSandboxAndAnswered(t *testing.T) {
-	t.Parallel()
 	base, e, logs := startServer(t, env{"DEBOUNCE": "0"})
 	code, out, stderr := runCLI(t, env{"DATABASE_URL": e["DATABASE_URL"], "PUBLIC_BASE_URL": base}, "demo", "--voice")
 	require.Equal(t, 0, code, "demo failed: %s\n%s\nserver log:\n%s", stderr, out, logs.String())
