@@ -5,6 +5,7 @@ BIN   := bin/conversa
 # make run talks to this machine's Postgres and Redis unless you say otherwise.
 export DATABASE_URL ?= postgres://localhost:5432/conversa?sslmode=disable
 export TWILIO_API_URL ?= sandbox
+export TOOLS_ALLOW_PRIVATE ?= 1
 
 .PHONY: help run build test test-short lint fmt bench chaos db-reset vulncheck
 

@@ -32,6 +32,9 @@ type Agent struct {
 	SystemPrompt string
 	// Model overrides the provider's default model when set.
 	Model string
+	// Vision gives the agent the customer's images as image parts (the
+	// model must accept them); without it an image reads "[image]".
+	Vision bool
 	// Tools the agent may call; ToolHandoff is the one Conversa knows.
 	Tools []string
 	// Keywords route a message to this agent when classifying offline.
@@ -91,6 +94,9 @@ type Request struct {
 	Agent Agent
 	// Summary condenses the conversation before History.
 	Summary string
+	// Images are the pending messages' images as data URLs, for an agent
+	// with Vision (see MessageText for what the text says).
+	Images []string
 	// History is the recent conversation before the messages to answer.
 	History []Turn
 	// Pending are the customer's messages this turn answers, oldest first:

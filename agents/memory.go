@@ -35,6 +35,8 @@ type Plan struct {
 	// or a person last spoke, without those that arrived during a handoff
 	// (those are context; the bot never answers them).
 	Pending []string
+	// PendingIDs are the ids of Pending's messages, in the same order.
+	PendingIDs []int64
 	// Fold are turns too old for History, to fold into the summary;
 	// FoldThroughID is the newest of them (0 when none).
 	Fold          []Turn
@@ -61,6 +63,7 @@ func PlanMemory(turns []MemoryTurn) Plan {
 			continue
 		}
 		p.Pending = append(p.Pending, t.Text)
+		p.PendingIDs = append(p.PendingIDs, t.ID)
 	}
 	if n := len(context) - MemoryTurns; n > 0 {
 		for _, t := range context[:n] {

@@ -140,7 +140,7 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 			msgs = append(msgs, openai.AssistantMessage(t.Text))
 		}
 	}
-	msgs = append(msgs, openai.UserMessage(strings.Join(req.Pending, "\n")))
+	msgs = append(msgs, pendingMessage(req))
 	params := openai.ChatCompletionNewParams{
 		Model:     shared.ChatModel(model),
 		Messages:  msgs,

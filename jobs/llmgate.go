@@ -18,8 +18,9 @@ const (
 )
 
 // TurnTimeout is the conversa.reply job's timeout for an LLM_TIMEOUT of
-// llmTimeout: the routing classifier's call (at most agents.ClassifyTimeout),
-// the agent's call, and 10 s for the turn's reads and its commit. River's
+// llmTimeout: the media stage (at most DefaultMediaTimeout), the routing
+// classifier's call (at most agents.ClassifyTimeout), the agent's call, and
+// 5 s for the turn's reads and its commit. River's
 // stuck-job rescuer honours a worker's own timeout, so a crashed turn is
 // retried once this has passed since it started, at the rescuer's next run
 // (every 30 s): within LLM_TIMEOUT + 60 s.
@@ -27,7 +28,7 @@ func TurnTimeout(llmTimeout time.Duration) time.Duration {
 	if llmTimeout <= 0 {
 		llmTimeout = DefaultLLMTimeout
 	}
-	return llmTimeout + min(llmTimeout, agents.ClassifyTimeout) + 10*time.Second
+	return DefaultMediaTimeout + llmTimeout + min(llmTimeout, agents.ClassifyTimeout) + 5*time.Second
 }
 
 // Timeout implements river.Worker: see TurnTimeout.

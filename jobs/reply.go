@@ -49,6 +49,10 @@ type ReplyWorker struct {
 	// sender sends replies inline after the turn commits (see inlineSlot);
 	// nil when this process has no Twilio client.
 	sender *SendWorker
+	// media fetches and transcribes attachments (media.go); sealer opens the
+	// account token media is fetched with.
+	media  Media
+	sealer *store.Sealer
 	// beforeCommit, when set (tests), runs inside the turn's transaction
 	// just before commit; an error fails the attempt.
 	beforeCommit func(ctx context.Context, tx pgx.Tx) error
@@ -71,7 +75,11 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics,
-		llmTimeout: cmp.Or(d.LLMTimeout, DefaultLLMTimeout), giveUp: cmp.Or(d.LLMGiveUp, DefaultLLMGiveUp)}
+		llmTimeout: cmp.Or(d.LLMTimeout, DefaultLLMTimeout), giveUp: cmp.Or(d.LLMGiveUp, DefaultLLMGiveUp),
+		media: d.Media, sealer: d.Sealer}
+	if rw.media.Timeout <= 0 {
+		rw.media.Timeout = DefaultMediaTimeout
+	}
 	if d.Twilio != nil && d.Sealer != nil {
 		rw.sender = NewSendWorker(d)
 	}
@@ -179,10 +187,16 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	if err != nil {
 		return "", err
 	}
-	plan := agents.PlanMemory(memoryTurns(mem, a.MessageID))
+	plan := agents.PlanMemory(memoryTurns(mem, a.MessageID, nil))
 	if len(plan.Pending) == 0 {
 		return w.skip(ctx, log, a, "turn.skipped", "nothing_to_answer",
 			map[string]any{"reason": "no customer message to answer since the last reply"})
+	}
+	// Voice notes are transcribed before the agent runs (and before routing,
+	// which reads the words); see media.go.
+	if transcribed, states := w.transcribe(ctx, log, a, mem, plan.PendingIDs); states != nil {
+		mem = transcribed
+		plan = agents.PlanMemory(memoryTurns(mem, a.MessageID, states))
 	}
 	// Turns too old to show verbatim are folded into the summary now, so the
 	// agent sees them; the new summary commits with the reply.
@@ -193,6 +207,9 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending, CurrentAgent: st.CurrentAgent}
 	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
 	req.Agent = agent
+	if agent.Vision {
+		req.Images = w.images(ctx, log, a, mem, plan.PendingIDs)
+	}
 	if route.Usage != nil {
 		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
 	}
@@ -355,8 +372,9 @@ func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a ReplyArgs, k
 }
 
 // memoryTurns turns stored messages up to the turn's closing message into
-// the policy's turns. Later messages belong to a later turn.
-func memoryTurns(stored []store.MemoryTurn, throughID int64) []agents.MemoryTurn {
+// the policy's turns. Later messages belong to a later turn. states says
+// which attachments failed this turn (nil: none known).
+func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentStates) []agents.MemoryTurn {
 	out := make([]agents.MemoryTurn, 0, len(stored))
 	for _, m := range stored {
 		if m.ID > throughID {
@@ -370,8 +388,15 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64) []agents.MemoryTurn
 			role = agents.RoleHuman
 		}
 		text := m.Body
-		if text == "" && m.MediaCount > 0 {
-			text = fmt.Sprintf("[%d attachment(s)]", m.MediaCount)
+		if len(m.Media) > 0 || m.Transcript != nil {
+			atts := make([]agents.Attachment, len(m.Media))
+			for i, md := range m.Media {
+				atts[i].ContentType = md.ContentType
+				if st := states[m.ID]; i < len(st) {
+					atts[i].State = st[i]
+				}
+			}
+			text = agents.MessageText(m.Body, m.Transcript, atts)
 		}
 		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Role: role, Text: text, DuringHandoff: m.DuringHandoff}})
 	}
@@ -383,7 +408,7 @@ func agentList(stored []store.Agent) []agents.Agent {
 	out := make([]agents.Agent, 0, len(stored))
 	for _, s := range stored {
 		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
-			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage}
+			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision}
 		for _, f := range s.FAQ {
 			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
 		}

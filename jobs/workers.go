@@ -53,6 +53,8 @@ type Deps struct {
 	// Twilio sends messages (NewTwilio with TWILIO_API_URL and TWILIO_TIMEOUT).
 	// Without it (and Sealer) conversa.send is not registered.
 	Twilio *Twilio
+	// Media fetches and transcribes inbound attachments (zero: never fetched).
+	Media Media
 }
 
 // AddWorkers registers every Conversa worker on w.

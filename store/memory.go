@@ -19,7 +19,10 @@ type MemoryTurn struct {
 	Author        string `db:"author" json:"a"`
 	Body          string `db:"body" json:"b"`
 	DuringHandoff bool   `db:"during_handoff" json:"h,omitempty"`
-	MediaCount    int    `db:"media_count" json:"m,omitempty"`
+	// Media and Transcript are an inbound message's attachments and its
+	// voice notes' transcript (agents.MessageText renders them).
+	Media      []Media `db:"media" json:"md,omitempty"`
+	Transcript *string `db:"transcript" json:"t,omitempty"`
 	// Settled is true once the message is old enough that every message with
 	// a smaller id has committed too: only settled turns are cached.
 	Settled bool `db:"settled" json:"-"`
@@ -62,7 +65,8 @@ type cachedTurns struct {
 }
 
 func (m *Memory) key(tenantID string, conversationID int64) string {
-	return m.Prefix + "mem:" + tenantID + ":" + strconv.FormatInt(conversationID, 10)
+	// v2: turns carry their media and transcript.
+	return m.Prefix + "mem:v2:" + tenantID + ":" + strconv.FormatInt(conversationID, 10)
 }
 
 // Recent returns the conversation's last Window turns after afterID (the
@@ -158,8 +162,8 @@ func (m *Memory) set(ctx context.Context, key string, c cachedTurns) {
 // recentTurns reads the last limit messages after afterID, oldest first.
 func recentTurns(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64, limit int, settle time.Duration) ([]MemoryTurn, error) {
 	rows, err := db.Query(ctx, `
-		SELECT id, author, body, during_handoff, media_count, settled FROM (
-			SELECT id, author, body, during_handoff, jsonb_array_length(media) AS media_count,
+		SELECT id, author, body, during_handoff, media, transcript, settled FROM (
+			SELECT id, author, body, during_handoff, media, transcript,
 			       created_at < clock_timestamp() - make_interval(secs => $5) AS settled
 			FROM messages
 			WHERE conversation_id = $1 AND tenant_id = $2 AND id > $3

@@ -36,6 +36,7 @@ type Message struct {
 	Author         string    `db:"author" json:"author"`
 	Body           string    `db:"body" json:"body"`
 	Media          []Media   `db:"media" json:"media"`
+	Transcript     *string   `db:"transcript" json:"transcript,omitempty"` // a voice note's words (SetTranscript)
 	Status         string    `db:"status" json:"status"`
 	ErrorCode      *string   `db:"error_code" json:"error_code"`
 	ErrorReason    *string   `db:"error_reason" json:"error_reason,omitempty"`
@@ -48,7 +49,7 @@ type Message struct {
 }
 
 // MessageColumns is the explicit column list a Message scans from.
-const MessageColumns = `id, tenant_id, conversation_id, direction, author, body, media, status,
+const MessageColumns = `id, tenant_id, conversation_id, direction, author, body, media, transcript, status,
 	error_code, error_reason, twilio_sid, reply_to_id, during_handoff, agent, created_at, updated_at`
 
 // GetMessage returns one message of one tenant.

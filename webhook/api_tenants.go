@@ -170,12 +170,13 @@ func (s *server) putAgent(c *gin.Context) {
 		// FallbackMessage is what the customer gets when the bot gives up
 		// on an unavailable LLM (see README, "A real LLM").
 		FallbackMessage string `json:"fallback_message"`
+		Vision          bool   `json:"vision"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
 		return
 	}
-	a := store.Agent{Name: name, Tools: req.Tools}
+	a := store.Agent{Name: name, Tools: req.Tools, Vision: req.Vision}
 	if a.SystemPrompt, err = textField("system_prompt", req.SystemPrompt, false, 20000); err != nil {
 		s.apiError(c, err)
 		return

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -69,14 +68,11 @@ func decodeInbound(form url.Values) (store.Inbound, string, string, error) {
 		ProfileName: clean(form.Get("ProfileName")),
 		Body:        clean(form.Get("Body")),
 	}
-	n, _ := strconv.Atoi(form.Get("NumMedia"))
-	for i := 0; i < n && i < 10; i++ {
-		u := clean(form.Get("MediaUrl" + strconv.Itoa(i)))
-		if u == "" {
-			continue
-		}
-		in.Media = append(in.Media, store.Media{URL: u, ContentType: clean(form.Get("MediaContentType" + strconv.Itoa(i)))})
+	media, err := decodeMedia(form)
+	if err != nil {
+		return store.Inbound{}, "", "", err
 	}
+	in.Media = media
 	in.OptOut = optKeyword(in.Body)
 	return in, to, clean(form.Get("AccountSid")), nil
 }
@@ -125,6 +121,10 @@ func (s *server) inbound(c *gin.Context) {
 	}
 	ch, err := s.resolve(ctx, c.Request, form, to, accountSID)
 	if err != nil {
+		s.webhookError(c, "inbound", err)
+		return
+	}
+	if err := s.checkMediaHosts(in.Media); err != nil {
 		s.webhookError(c, "inbound", err)
 		return
 	}

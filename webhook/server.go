@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/conversa/conversa/internal/media"
 	"github.com/conversa/conversa/store"
 )
 
@@ -55,6 +56,9 @@ type Deps struct {
 	RiverUI http.Handler
 	// Metrics records the edge's metrics and serves /metrics; nil = neither.
 	Metrics *Metrics
+	// MediaHosts is where inbound attachments may be (media.NewHosts of
+	// TWILIO_API_URL); the zero value admits Twilio's own hosts only.
+	MediaHosts media.Hosts
 }
 
 // server holds the handlers' shared dependencies.

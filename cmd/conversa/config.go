@@ -41,6 +41,10 @@ type config struct {
 	SecretKeyDefault bool
 	Debounce         time.Duration
 	LogFormat        string
+	// TranscribeModel is TRANSCRIBE_MODEL ("" = voice notes are not transcribed).
+	TranscribeModel   string
+	MediaMaxBytes     int64
+	ToolsAllowPrivate bool
 }
 
 // Bounds of the LLM settings: past them a setting is a typo, not a choice.
@@ -147,6 +151,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 	if timeoutOK && !badDur["LLM_GIVE_UP"] && c.LLMGiveUp < c.LLMTimeout {
 		errs = append(errs, fmt.Errorf("LLM_GIVE_UP: %s is shorter than LLM_TIMEOUT (%s): the bot would give up before one call could answer", c.LLMGiveUp, c.LLMTimeout))
 	}
+	c.TranscribeModel, c.MediaMaxBytes, c.ToolsAllowPrivate = mediaConfig(get, c.LLMProvider, &errs)
 	switch c.LogFormat {
 	case "", "text", "json":
 	default:

@@ -22,6 +22,7 @@ import (
 type demoCmd struct {
 	Body    string        `default:"Hi! What are your opening hours?" help:"What the demo customer writes."`
 	Timeout time.Duration `default:"45s" help:"How long to wait for the reply to be delivered."`
+	Voice   bool          `help:"Send a voice note (the sandbox's sample) instead of text: the server fetches it from the sandbox Twilio and transcribes it when TRANSCRIBE_MODEL is set."`
 }
 
 // Run creates a demo tenant on the sandbox Twilio, sends a signed inbound
@@ -61,6 +62,9 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		"From": {"whatsapp:" + customer}, "To": {number}, "Body": {d.Body},
 		"NumMedia": {"0"}, "ProfileName": {"Demo Customer"}, "WaId": {strings.TrimPrefix(customer, "+")},
 	}
+	if d.Voice {
+		addDemoVoiceNote(form, sid, messageSID)
+	}
 	inboundURL := base + "/twilio/inbound"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, inboundURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -77,12 +81,19 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("post inbound: server answered %s", resp.Status)
 	}
-	fmt.Fprintf(a.stdout, "✓ customer wrote %q (signed webhook accepted: %s)\n", d.Body, resp.Status)
+	if d.Voice {
+		fmt.Fprintf(a.stdout, "✓ customer sent a voice note (signed webhook accepted: %s)\n", resp.Status)
+	} else {
+		fmt.Fprintf(a.stdout, "✓ customer wrote %q (signed webhook accepted: %s)\n", d.Body, resp.Status)
+	}
 
 	api := demoAPI{hc: hc, base: base + "/api/v1", key: key}
 	reply, err := api.waitForDelivery(ctx, a.stdout, messageSID, d.Timeout)
 	if err != nil {
 		return err
+	}
+	if d.Voice {
+		fmt.Fprintf(a.stdout, "\nHeard:   %s\n", api.heard(ctx, messageSID))
 	}
 	fmt.Fprintf(a.stdout, "\nReply:   %q\nStatus:  %s\n", reply.Body, reply.Status)
 	fmt.Fprintf(a.stdout, "Trace:   curl -H 'Authorization: Bearer %s' %s/api/v1/messages/%d/trace\n", key, base, reply.ID)
@@ -207,7 +218,7 @@ func (api demoAPI) waitForDelivery(ctx context.Context, out io.Writer, messageSI
 // eventSummary picks the telling fields of a trace event's detail.
 func eventSummary(d map[string]any) string {
 	var parts []string
-	for _, k := range []string{"agent", "reason", "status", "class", "error_code", "attempt"} {
+	for _, k := range []string{"agent", "reason", "status", "class", "error_code", "attempt", "content_type", "bytes", "model", "duration_s"} {
 		if v, ok := d[k]; ok && v != nil && v != "" {
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 		}

@@ -174,17 +174,19 @@ func (a *app) newLLM() (*agents.Gate, error) {
 
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
 // the built-in fake Twilio (SPEC §8) on a free local port for this process.
-func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, error) {
+// It also returns the API's URL (the sandbox's once started).
+func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, string, error) {
 	apiURL := a.cfg.TwilioAPIURL
 	if apiURL == "sandbox" {
 		u, err := faketwilio.StartSandbox(ctx, logger.With("component", "sandbox_twilio"))
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		logger.Info("sandbox Twilio started: no message leaves this machine", "url", u)
 		apiURL = u
 	}
-	return jobs.NewTwilio(apiURL, a.cfg.TwilioTimeout)
+	tw, err := jobs.NewTwilio(apiURL, a.cfg.TwilioTimeout)
+	return tw, apiURL, err
 }
 
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
@@ -271,7 +273,11 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "conversa_llm_calls_in_flight", Help: "LLM calls at the provider now (at most LLM_CONCURRENCY).",
 		}, func() float64 { return float64(llm.InFlight()) }))
-		tw, err := a.twilioSender(ctx, logger)
+		tw, apiURL, err := a.twilioSender(ctx, logger)
+		if err != nil {
+			return err
+		}
+		mediaDeps, err := a.newMedia(apiURL)
 		if err != nil {
 			return err
 		}
@@ -288,6 +294,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Metrics:       jobMetrics,
 			Sealer:        sealer,
 			Twilio:        tw,
+			Media:         mediaDeps,
 		})
 		if err != nil {
 			return err
@@ -320,6 +327,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			AdminToken:    a.cfg.AdminToken,
 			RiverUI:       ui,
 			Metrics:       edgeMetrics,
+			MediaHosts:    a.mediaHosts(),
 		})
 	} else {
 		handler = webhook.NewWorkerHandler(webhook.Deps{DB: pool, Logger: logger, Redis: rdb, Metrics: edgeMetrics})

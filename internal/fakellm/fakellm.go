@@ -81,6 +81,9 @@ type Server struct {
 	faults  []Fault
 	tools   map[string][]ToolCall // trigger word in the user message -> calls
 
+	// Transcriber answers /v1/audio/transcriptions (voice notes).
+	Transcriber *Transcriber
+
 	calls       atomic.Int64
 	answered    atomic.Int64
 	inFlight    atomic.Int64
@@ -92,7 +95,8 @@ func Start(opts Options) (*Server, error) {
 	if opts.Model == "" {
 		opts.Model = "fake-model"
 	}
-	s := &Server{opts: opts, closed: make(chan struct{}), latency: opts.Latency, jitter: opts.Jitter, tools: map[string][]ToolCall{}}
+	s := &Server{opts: opts, closed: make(chan struct{}), latency: opts.Latency, jitter: opts.Jitter, tools: map[string][]ToolCall{},
+		Transcriber: NewTranscriber(opts.Latency)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("fake llm: listen: %w", err)
@@ -173,6 +177,10 @@ type chatRequest struct {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.TrimSuffix(r.URL.Path, "/") == TranscriptionsPath {
+		s.Transcriber.ServeHTTP(w, r)
+		return
+	}
 	if r.Method != http.MethodPost || strings.TrimSuffix(r.URL.Path, "/") != "/v1/chat/completions" {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "unknown endpoint")
 		return

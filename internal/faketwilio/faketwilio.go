@@ -117,6 +117,7 @@ type Fake struct {
 	messages []*Message        // in acceptance order
 	faults   []*Fault
 	requests int
+	media    mediaStore // media.go
 
 	wg     sync.WaitGroup
 	srv    *http.Server
@@ -253,6 +254,9 @@ func writeError(w http.ResponseWriter, status, code int, msg string) {
 
 // ServeHTTP routes the 2010-04-01 Messages endpoints.
 func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.serveMedia(w, r) {
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/2010-04-01/Accounts/")
 	if !ok {
 		writeError(w, http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
