@@ -82,3 +82,16 @@ func (m *Metrics) Duplicate(where string) {
 		m.duplicates.WithLabelValues(where).Inc()
 	}
 }
+
+// Job outcomes, as conversa_jobs_total labels them: what the worker decided
+// (conversa_river_jobs_total counts what River then did with the job).
+const (
+	JobCompleted = "completed" // done, with its effect
+	JobHandoff   = "handoff"   // a turn that handed the conversation to a person
+	JobSkipped   = "skipped"   // done, nothing to do (duplicate, superseded, not the bot's)
+	JobFailed    = "failed"    // done: the message ended failed, nothing left to try
+	JobRetry     = "retry"     // River retries it with backoff
+	JobSnoozed   = "snoozed"   // comes back later without using an attempt
+	JobCancelled = "cancelled" // never again
+	JobDiscarded = "discarded" // out of attempts
+)

@@ -42,9 +42,6 @@ type ReplyWorker struct {
 	logger   *slog.Logger
 	debounce time.Duration
 	metrics  *Metrics
-	// sender sends replies inline after the turn commits (see inlineSlot);
-	// nil when this process has no Twilio client.
-	sender *SendWorker
 	// beforeCommit, when set (tests), runs inside the turn's transaction
 	// just before commit; an error fails the attempt.
 	beforeCommit func(ctx context.Context, tx pgx.Tx) error
@@ -66,11 +63,7 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
-	if d.Twilio != nil && d.Sealer != nil {
-		rw.sender = NewSendWorker(d)
-	}
-	return rw
+	return &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics}
 }
 
 // skipReason says why a turn must not answer, or "" when it may.
@@ -272,33 +265,19 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if err != nil {
 		return "", fmt.Errorf("river client: %w", err)
 	}
-	// The reply goes out inline right after the commit when it can; its
-	// send job is then a backup, due after the inline attempt has ended.
-	var inline *inlineSend
-	var sendOpts *river.InsertOpts
-	if w.sender != nil {
-		if inline = w.sender.inlineSlot(ctx, start.Delivery); inline != nil {
-			sendOpts = &river.InsertOpts{ScheduledAt: w.sender.now().Add(w.sender.sendGrace())}
-		}
-	}
-	sendJob, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, sendOpts)
-	if err != nil {
+	// The send job is due at once: its insert's NOTIFY wakes a send worker
+	// as the turn commits.
+	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
 		return "", fmt.Errorf("insert send job: %w", err)
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return "", fmt.Errorf("complete turn: %w", err)
 	}
-	// One round trip ends the turn: the inline send's claim, the trace
-	// events, then the debit and the turn.replied event. The debit comes
-	// last so the credit stripe it locks is held only until the commit.
-	claimed := false
+	// One round trip ends the turn: the trace events, then the debit and
+	// the turn.replied event. The debit comes last so the credit stripe it
+	// locks is held only until the commit.
 	var queueErr error
-	before := func(b *pgx.Batch) {
-		if inline != nil {
-			store.QueueClaimSend(b, a.TenantID, replyID, 1, &claimed)
-		}
-		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...)
-	}
+	before := func(b *pgx.Batch) { queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...) }
 	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
 	_, err = store.DebitReply(ctx, tx, a.TenantID, replyID, price, before, after)
 	if queueErr != nil {
@@ -312,13 +291,6 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if err != nil {
 		return "", err
 	}
-	if inline != nil && !claimed {
-		// Not claimable after all: the send job sends it, now.
-		inline = nil
-		if _, err := client.JobRetryTx(ctx, tx, sendJob.Job.ID); err != nil {
-			return "", fmt.Errorf("send job now: %w", err)
-		}
-	}
 	if w.beforeCommit != nil {
 		if err := w.beforeCommit(ctx, tx); err != nil {
 			return "", err
@@ -328,9 +300,6 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return "", fmt.Errorf("commit turn: %w", err)
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
-	if inline != nil {
-		w.sender.sendInline(ctx, log, client, inline, sendJob.Job.ID)
-	}
 	if ans.Handoff {
 		return "handoff", nil
 	}

@@ -238,6 +238,21 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	return true, false, nil
 }
 
+// FailUnsent fails a message Twilio never took (it has no SID) with reason,
+// as MarkFailed does; a message Twilio has is left to its status callbacks
+// and false returned.
+func FailUnsent(ctx context.Context, db DBTX, tenantID string, messageID int64, reason string) (bool, error) {
+	var sid *string
+	err := db.QueryRow(ctx, `SELECT twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, messageID, tenantID).Scan(&sid)
+	if err != nil {
+		return false, fmt.Errorf("fail unsent: %w", notFound(err))
+	}
+	if sid != nil {
+		return false, nil
+	}
+	return MarkFailed(ctx, db, tenantID, messageID, "", reason)
+}
+
 // MarkFailed ends a message as failed with Twilio's error code (empty for
 // none) and a reason, and refunds its credits. A message already delivered,
 // or already failed, is left as it is; the function then returns false.
