@@ -75,8 +75,8 @@ func skipReason(st store.TurnState, messageID int64) (string, map[string]any) {
 			d["by_message_id"] = *st.LastInboundMessageID
 		}
 		return "superseded", d
-	case st.Status != "bot":
-		return "conversation_" + st.Status, map[string]any{"reason": "conversation is " + st.Status + ", not bot"}
+	case st.Status != store.ConversationBot:
+		return "conversation_" + string(st.Status), map[string]any{"reason": "conversation is " + string(st.Status) + ", not bot"}
 	case st.OptedOut:
 		return "opted_out", map[string]any{"reason": "contact opted out"}
 	}
@@ -227,7 +227,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	// answer after all. The price is the one the turn checked credits with.
 	replyTo := a.MessageID
 	start, err := store.StartReply(ctx, tx, store.Outbound{
-		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: ans.Text,
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: store.AuthorBot, Body: ans.Text,
 		ReplyToID: &replyTo, Agent: agent.Name, CreditsReserved: price,
 		EventKind: "turn.reply", Event: map[string]any{
 			"reply_to_id": a.MessageID, "agent": agent.Name, "handoff": ans.Handoff,
@@ -256,7 +256,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		}
 	}
 	if ans.Handoff {
-		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
+		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, store.ConversationHuman); err != nil {
 			return "", err
 		}
 		events = append(events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
@@ -327,9 +327,9 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64) []agents.MemoryTurn
 		}
 		role := agents.RoleCustomer
 		switch m.Author {
-		case "bot":
+		case store.AuthorBot:
 			role = agents.RoleBot
-		case "human":
+		case store.AuthorHuman:
 			role = agents.RoleHuman
 		}
 		text := m.Body

@@ -256,7 +256,7 @@ func TestReplyHandoffThenSilence(t *testing.T) {
 	require.Equal(t, []string{agents.HandoffNotice}, e.replies(), "the customer is told a person will answer")
 	conv, err := store.GetConversation(e.ctx, e.tx, e.ten.ID, in.ConversationID)
 	require.NoError(t, err)
-	require.Equal(t, "human", conv.Status)
+	require.EqualValues(t, "human", conv.Status)
 	require.Contains(t, e.events(in.MessageID), "turn.handoff")
 
 	// While a person has the conversation the bot says nothing.

@@ -125,7 +125,9 @@ const (
 type outcome struct {
 	kind outcomeKind
 	// sid, status and how (create, lookup) when accepted.
-	sid, status, how string
+	sid    string
+	status store.MessageStatus
+	how    string
 	// twilio is Twilio's classified error for retry, ambiguous, permanent;
 	// for an ambiguous outcome from a failed look-up, lookup is true.
 	twilio *SendError
@@ -142,6 +144,8 @@ type outcome struct {
 // earlier attempt's outcome is unknown, so it first looks the message up in
 // Twilio's list and creates it only if Twilio has none. Besides the claim it
 // writes only the look-up's trace event: everything else is settle's.
+// The claim is a status of its own (store.StatusClaimed), apart from
+// Twilio's "sending".
 func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (store.Delivery, outcome) {
 	a := job.Args
 	d, err := store.LoadDelivery(ctx, w.db, a.TenantID, a.MessageID)
@@ -151,10 +155,10 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (sto
 	if err != nil {
 		return d, outcome{kind: outError, err: err}
 	}
-	if d.Direction != "outbound" {
+	if d.Direction != store.DirectionOutbound {
 		return d, outcome{kind: outGone, err: errors.New("send: message is not outbound")}
 	}
-	if d.TwilioSID != nil || (d.Status != store.StatusPending && d.Status != store.StatusSending) {
+	if !d.Status.Unsent() {
 		return d, outcome{kind: outDone}
 	}
 	msg, code, reason := w.outgoing(d)
@@ -162,13 +166,13 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (sto
 		return d, outcome{kind: outUnsendable, code: code, reason: reason}
 	}
 
-	if d.Status == store.StatusSending && d.SendStartedAt != nil {
+	if d.Status == store.StatusClaimed {
 		found, err := w.findEarlierSend(ctx, d, msg)
 		if err != nil {
 			return d, outcome{kind: outAmbiguous, twilio: Classify(err), lookup: true}
 		}
 		if found != nil {
-			return d, outcome{kind: outAccepted, sid: found.SID, status: found.Status, how: "lookup"}
+			return d, outcome{kind: outAccepted, sid: found.SID, status: store.MessageStatus(found.Status), how: "lookup"}
 		}
 		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.lookup", map[string]any{"found": false}); err != nil {
 			return d, outcome{kind: outError, err: err}
@@ -217,7 +221,7 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (sto
 			return d, outcome{kind: outAmbiguous, twilio: se}
 		}
 	}
-	return d, outcome{kind: outAccepted, sid: sid, status: status, how: "create"}
+	return d, outcome{kind: outAccepted, sid: sid, status: store.MessageStatus(status), how: "create"}
 }
 
 // settle is the one place an attempt's outcome becomes the message's state,
@@ -361,7 +365,7 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 		Body:           d.Body,
 		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
 	}
-	if d.ChannelKind == "whatsapp" && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
+	if d.ChannelKind == store.ChannelWhatsApp && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
 		if d.TemplateSID == nil || *d.TemplateSID == "" {
 			return msg, "63016", "outside_whatsapp_window"
 		}

@@ -298,7 +298,7 @@ func TestSendAmbiguousOutcomeDeliversExactlyOneCopy(t *testing.T) {
 			res := e.work(t, e.tx(t), id, nil)
 			require.Equal(t, river.EventKindJobFailed, res.EventKind)
 			m := e.message(t, id)
-			require.Equal(t, store.StatusSending, m.Status)
+			require.Equal(t, store.StatusClaimed, m.Status)
 			require.Nil(t, m.TwilioSID)
 
 			res = e.again(t, res)

@@ -78,7 +78,10 @@ func TestEveryReplyKeepsItsSendJob(t *testing.T) {
 		replies[from] = replyID
 	}
 
-	want := map[string]struct{ job, message string }{
+	want := map[string]struct {
+		job     string
+		message store.MessageStatus
+	}{
 		ok:      {"completed", store.StatusQueued},
 		refused: {"cancelled", store.StatusFailed},
 	}

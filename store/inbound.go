@@ -36,7 +36,7 @@ type InboundResult struct {
 	MessageID          int64
 	ConversationID     int64
 	ContactID          int64
-	ConversationStatus string
+	ConversationStatus ConversationStatus
 	OptedOut           bool
 }
 

@@ -16,7 +16,7 @@ import (
 type MemoryTurn struct {
 	ID int64 `db:"id" json:"id"`
 	// Author is contact, bot or human.
-	Author        string `db:"author" json:"a"`
+	Author        Author `db:"author" json:"a"`
 	Body          string `db:"body" json:"b"`
 	DuringHandoff bool   `db:"during_handoff" json:"h,omitempty"`
 	MediaCount    int    `db:"media_count" json:"m,omitempty"`

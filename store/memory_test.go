@@ -59,7 +59,7 @@ func TestMemoryRebuildsRedisFromPostgres(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "redis", source)
 	require.Len(t, turns, 3)
-	require.Equal(t, "human", turns[2].Author, "messages after the cache come from Postgres")
+	require.EqualValues(t, "human", turns[2].Author, "messages after the cache come from Postgres")
 
 	// Past the summary's end, cached turns are not returned again.
 	turns, _, err = mem.Recent(ctx, tx, ten.ID, last.ConversationID, turns[1].ID)

@@ -17,18 +17,18 @@ var ErrNoCredits = errors.New("no credits")
 // whether it is still the newest turn, still the bot's to answer, the
 // contact still opted in, the tenant able to pay, and the memory summary.
 type TurnState struct {
-	ConversationID       int64  `db:"id"`
-	Status               string `db:"status"`
-	LastInboundMessageID *int64 `db:"last_inbound_message_id"`
+	ConversationID       int64              `db:"id"`
+	Status               ConversationStatus `db:"status"`
+	LastInboundMessageID *int64             `db:"last_inbound_message_id"`
 	// QuietSeconds is how long ago the last inbound message arrived, by the
 	// database's clock (so app and database clocks need not agree).
-	QuietSeconds     float64 `db:"quiet_seconds"`
-	OptedOut         bool    `db:"opted_out"`
-	Credits          int64   `db:"credits"`
-	ReplyPrice       int     `db:"reply_price"`
-	Summary          string  `db:"summary"`
-	SummaryThroughID int64   `db:"summary_through_id"`
-	ChannelKind      string  `db:"channel_kind"`
+	QuietSeconds     float64     `db:"quiet_seconds"`
+	OptedOut         bool        `db:"opted_out"`
+	Credits          int64       `db:"credits"`
+	ReplyPrice       int         `db:"reply_price"`
+	Summary          string      `db:"summary"`
+	SummaryThroughID int64       `db:"summary_through_id"`
+	ChannelKind      ChannelKind `db:"channel_kind"`
 }
 
 // QuietFor is QuietSeconds as a duration.

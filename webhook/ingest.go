@@ -74,7 +74,7 @@ func (s *server) commitInbound(ctx context.Context, ins []store.Inbound) ([]stor
 // human has the conversation, not for an opted-out contact, and not for an
 // opt-out/opt-in keyword itself.
 func answerable(res store.InboundResult, in store.Inbound) bool {
-	return res.ConversationStatus == "bot" && !res.OptedOut && in.OptOut == nil
+	return res.ConversationStatus == store.ConversationBot && !res.OptedOut && in.OptOut == nil
 }
 
 // turnArgs is the conversa.reply job for a new inbound message.
