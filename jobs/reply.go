@@ -250,16 +250,15 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 			map[string]any{"reason": "this turn already has its reply; no second reply written"})
 	}
 	replyID := start.ReplyID
+	commit := store.TurnCommit{
+		TenantID: a.TenantID, ConversationID: a.ConversationID, InboundID: a.MessageID, ReplyID: replyID,
+		Price: price, Handoff: ans.Handoff, Events: events,
+	}
 	if len(plan.Fold) > 0 {
-		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
-			return "", err
-		}
+		commit.Summary = &store.SummaryUpdate{Text: summary, ThroughID: plan.FoldThroughID}
 	}
 	if ans.Handoff {
-		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, store.ConversationHuman); err != nil {
-			return "", err
-		}
-		events = append(events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
+		commit.Events = append(commit.Events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
 	}
 	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
 	if err != nil {
@@ -273,16 +272,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return "", fmt.Errorf("complete turn: %w", err)
 	}
-	// One round trip ends the turn: the trace events, then the debit and
-	// the turn.replied event. The debit comes last so the credit stripe it
-	// locks is held only until the commit.
-	var queueErr error
-	before := func(b *pgx.Batch) { queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...) }
-	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
-	_, err = store.DebitReply(ctx, tx, a.TenantID, replyID, price, before, after)
-	if queueErr != nil {
-		return "", queueErr
-	}
+	_, err = store.CommitTurn(ctx, tx, commit)
 	if errors.Is(err, store.ErrNoCredits) {
 		_ = tx.Rollback(ctx)
 		return w.skip(ctx, log, a, "turn.no_credits", "no_credits",

@@ -204,19 +204,6 @@ func AddEvents(ctx context.Context, db DBTX, tenantID string, messageID int64, e
 	return nil
 }
 
-// QueueEvents queues AddEvents in a batch.
-func QueueEvents(b *pgx.Batch, tenantID string, messageID int64, events ...Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	j, err := eventsJSON(events)
-	if err != nil {
-		return err
-	}
-	b.Queue(addEventsSQL, tenantID, messageID, j)
-	return nil
-}
-
 const addEventsSQL = `
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
 		SELECT $1, $2, e.value->>'kind', e.value->'detail'

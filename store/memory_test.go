@@ -118,9 +118,9 @@ func TestDebitReplyNeverGoesBelowZero(t *testing.T) {
 	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: last.ConversationID, Author: "bot", Body: "x", ReplyToID: &reply})
 	require.NoError(t, err)
 
-	_, err = store.DebitReply(ctx, tx, ten.ID, id, 6, nil, nil)
+	_, err = store.DebitReply(ctx, tx, ten.ID, id, 6)
 	require.ErrorIs(t, err, store.ErrNoCredits)
-	balance, err := store.DebitReply(ctx, tx, ten.ID, id, 5, nil, nil)
+	balance, err := store.DebitReply(ctx, tx, ten.ID, id, 5)
 	require.NoError(t, err)
 	require.Zero(t, balance)
 }
