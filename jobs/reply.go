@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -35,7 +36,7 @@ const replyKind = "conversa.reply"
 // is charged like any reply since the LLM ran. After that the conversation
 // is "human" and the bot stays silent until an operator hands it back.
 type ReplyWorker struct {
-	river.WorkerDefaults[ReplyArgs]
+	river.WorkerDefaults[jobargs.ReplyArgs]
 	db       DB
 	provider agents.Provider
 	memory   *store.Memory
@@ -84,7 +85,7 @@ func skipReason(st store.TurnState, messageID int64) (string, map[string]any) {
 }
 
 // Work implements river.Worker.
-func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error {
+func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs]) error {
 	a := job.Args
 	log := w.logger.With("tenant_id", a.TenantID, "conversation_id", a.ConversationID,
 		"message_id", a.MessageID, "job_id", job.ID, "job_kind", replyKind)
@@ -118,7 +119,7 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error
 // NextRetry retries a failed turn soon: a reply that comes hours late is
 // worth little, so the schedule is 2 s, 5 s, 15 s, 30 s, 1 min, 2 min, then
 // every 5 min, instead of River's (attempt+1)^4 s.
-func (w *ReplyWorker) NextRetry(job *river.Job[ReplyArgs]) time.Time {
+func (w *ReplyWorker) NextRetry(job *river.Job[jobargs.ReplyArgs]) time.Time {
 	steps := []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
 	return time.Now().Add(steps[min(max(job.Attempt-1, 0), len(steps)-1)])
 }
@@ -140,7 +141,7 @@ func failureReason(err error) string {
 }
 
 // turn runs one turn and returns its outcome for metrics.
-func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs]) (string, error) {
+func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -212,7 +213,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 }
 
 // commit writes everything the turn decided in one transaction.
-func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs],
+func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs],
 	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event, price int) (string, error) {
 	a := job.Args
 	tx, err := w.db.Begin(ctx)
@@ -266,7 +267,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	}
 	// The send job is due at once: its insert's NOTIFY wakes a send worker
 	// as the turn commits.
-	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
+	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
 		return "", fmt.Errorf("insert send job: %w", err)
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
@@ -298,7 +299,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 
 // skip completes a turn that must not answer, recording why on the inbound
 // message (with any events gathered before the decision).
-func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a ReplyArgs, kind, reason string, detail map[string]any, before ...store.Event) (string, error) {
+func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a jobargs.ReplyArgs, kind, reason string, detail map[string]any, before ...store.Event) (string, error) {
 	events := append(before, store.Event{Kind: kind, Detail: detail})
 	if err := store.AddEvents(ctx, w.db, a.TenantID, a.MessageID, events...); err != nil {
 		return "", err

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -40,7 +41,7 @@ const (
 // outcome; settle alone turns that outcome into the message's state, its
 // trace, its refund and the job's fate.
 type SendWorker struct {
-	river.WorkerDefaults[SendArgs]
+	river.WorkerDefaults[jobargs.SendArgs]
 	db            DB
 	sealer        *store.Sealer
 	twilio        *Twilio
@@ -74,7 +75,7 @@ func NewSendWorker(d Deps) *SendWorker {
 
 // NextRetry backs off 2^attempt seconds (±10 %), capped at 30 minutes: with
 // 12 attempts a message gives up after about an hour of 429s or outages.
-func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
+func (w *SendWorker) NextRetry(job *river.Job[jobargs.SendArgs]) time.Time {
 	d := time.Duration(1<<min(job.Attempt, 11)) * time.Second
 	d = min(d, 30*time.Minute)
 	jitter := 0.9 + 0.2*rand.Float64()
@@ -82,7 +83,7 @@ func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
 }
 
 // Work delivers one message: one attempt, then its settlement.
-func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
+func (w *SendWorker) Work(ctx context.Context, job *river.Job[jobargs.SendArgs]) error {
 	a := job.Args
 	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", job.Kind)
 	d, out := w.attempt(ctx, job)
@@ -146,7 +147,7 @@ type outcome struct {
 // writes only the look-up's trace event: everything else is settle's.
 // The claim is a status of its own (store.StatusClaimed), apart from
 // Twilio's "sending".
-func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (store.Delivery, outcome) {
+func (w *SendWorker) attempt(ctx context.Context, job *river.Job[jobargs.SendArgs]) (store.Delivery, outcome) {
 	a := job.Args
 	d, err := store.LoadDelivery(ctx, w.db, a.TenantID, a.MessageID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -228,7 +229,7 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[SendArgs]) (sto
 // its trace, its refund and the job's fate (completed, retried, snoozed,
 // cancelled; discarded once River is out of attempts). It returns the
 // outcome's label for conversa_jobs_total and the error River acts on.
-func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Job[SendArgs], d store.Delivery, o outcome) (string, error) {
+func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, o outcome) (string, error) {
 	lastAttempt := job.Attempt >= job.MaxAttempts
 	if o.twilio != nil && !o.lookup {
 		w.metrics.TwilioSend(o.twilio.Class)
@@ -312,7 +313,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 // failAndCancel fails the message for good and cancels the job: nothing is
 // left to try. On 21610 (the recipient unsubscribed) the contact is opted
 // out in the same transaction.
-func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *river.Job[SendArgs], d store.Delivery, code, reason string, se *SendError) (string, error) {
+func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, code, reason string, se *SendError) (string, error) {
 	if err := w.fail(ctx, d, code, reason, se.Code == 21610); err != nil {
 		return w.ourError(ctx, log, job, err)
 	}
@@ -323,7 +324,7 @@ func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *r
 // ourError is an attempt that failed on our side. River retries it; after
 // the last attempt a message Twilio never took is failed with a reason
 // rather than left unsent (best effort: the database may be what failed).
-func (w *SendWorker) ourError(ctx context.Context, log *slog.Logger, job *river.Job[SendArgs], err error) (string, error) {
+func (w *SendWorker) ourError(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], err error) (string, error) {
 	if job.Attempt < job.MaxAttempts {
 		return JobRetry, err
 	}

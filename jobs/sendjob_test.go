@@ -14,6 +14,7 @@ import (
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -44,7 +45,7 @@ func TestEveryReplyKeepsItsSendJob(t *testing.T) {
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger: logger, Workers: workers,
 		Queues: map[string]river.QueueConfig{
-			jobs.QueueReply: {MaxWorkers: 2}, jobs.QueueSend: {MaxWorkers: 2},
+			jobargs.QueueReply: {MaxWorkers: 2}, jobargs.QueueSend: {MaxWorkers: 2},
 		},
 		FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond,
 	})
@@ -68,7 +69,7 @@ func TestEveryReplyKeepsItsSendJob(t *testing.T) {
 			TenantID: ten.ID, ChannelID: ch.ID, From: from, MessageSID: "SM" + testdb.Unique() + testdb.Unique(), Body: "hi",
 		})
 		require.NoError(t, err)
-		_, err = rc.InsertTx(ctx, tx, jobs.ReplyArgs{TenantID: ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
+		_, err = rc.InsertTx(ctx, tx, jobargs.ReplyArgs{TenantID: ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
 		require.NoError(t, err)
 		require.NoError(t, tx.Commit(ctx))
 		var replyID int64

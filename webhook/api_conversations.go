@@ -8,7 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -134,7 +134,7 @@ func (s *server) sendMessage(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	if _, err := s.River.InsertTx(ctx, tx, jobs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
+	if _, err := s.River.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
 		s.apiError(c, fmt.Errorf("insert send job: %w", err))
 		return
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/riverqueue/river"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -78,8 +78,8 @@ func answerable(res store.InboundResult, in store.Inbound) bool {
 }
 
 // turnArgs is the conversa.reply job for a new inbound message.
-func (s *server) turnArgs(tenantID string, res store.InboundResult) jobs.ReplyArgs {
-	return jobs.ReplyArgs{TenantID: tenantID, ConversationID: res.ConversationID, MessageID: res.MessageID}
+func (s *server) turnArgs(tenantID string, res store.InboundResult) jobargs.ReplyArgs {
+	return jobargs.ReplyArgs{TenantID: tenantID, ConversationID: res.ConversationID, MessageID: res.MessageID}
 }
 
 // turnOpts makes the turn runnable once the conversation has been quiet for

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -52,7 +52,7 @@ func NewMetrics(reg *prometheus.Registry, db store.DBTX) *Metrics {
 		}, []string{"method", "route", "code"}),
 	}
 	reg.MustRegister(m.webhooks, m.latency, m.duplicates, m.api,
-		&queueCollector{db: db, kinds: []string{jobs.ReplyArgs{}.Kind(), jobs.SendArgs{}.Kind()}})
+		&queueCollector{db: db, kinds: []string{jobargs.ReplyArgs{}.Kind(), jobargs.SendArgs{}.Kind()}})
 	return m
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
@@ -185,7 +186,7 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		Middleware: []rivertype.Middleware{
 			// ScheduledAt within the debounce range stays "available", so a turn
 			// starts when its quiet window ends instead of on the 5 s scheduler.
-			&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now},
+			&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now},
 			jobs.NewJobMetricsMiddleware(reg),
 		},
 		// A crashed process's jobs are rescued after 20 s; the rescuer runs
@@ -205,8 +206,8 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 	if workers != nil {
 		cfg.Workers = workers
 		cfg.Queues = map[string]river.QueueConfig{
-			jobs.QueueReply: {MaxWorkers: replyWorkers},
-			jobs.QueueSend:  {MaxWorkers: sendWorkers},
+			jobargs.QueueReply: {MaxWorkers: replyWorkers},
+			jobargs.QueueSend:  {MaxWorkers: sendWorkers},
 		}
 	}
 	return cfg
