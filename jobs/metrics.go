@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the pipeline metrics the workers record (SPEC §9). A nil
+// Metrics are the pipeline metrics the workers record (docs/operations.md, "Metrics"). A nil
 // *Metrics records nothing, so tests need not build one.
 type Metrics struct {
 	jobs          *prometheus.CounterVec

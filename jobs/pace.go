@@ -11,7 +11,7 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Default send rates per sender number (SPEC §5.3): a US long code sends one
+// Default send rates per sender number (docs/delivery.md, "Send"): a US long code sends one
 // segment a second; WhatsApp 80 messages a second.
 const (
 	DefaultSMSRate      = 1.0

@@ -154,17 +154,6 @@ func InsertInboundBatch(ctx context.Context, tx DBTX, ins []Inbound) ([]InboundR
 	return out, nil
 }
 
-// InboundExists reports whether a MessageSid is already stored: a cheap check
-// that lets a redelivered webhook skip the transaction entirely.
-func InboundExists(ctx context.Context, db DBTX, messageSID string) (bool, error) {
-	var ok bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1)`, messageSID).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("inbound exists: %w", err)
-	}
-	return ok, nil
-}
-
 // AddEvent appends one event to a message's trace.
 func AddEvent(ctx context.Context, db DBTX, tenantID string, messageID int64, kind string, detail any) error {
 	if detail == nil {

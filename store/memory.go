@@ -116,16 +116,6 @@ func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversat
 	return turns, source, nil
 }
 
-// Forget drops a conversation's cached turns (after an operator edits history).
-func (m *Memory) Forget(ctx context.Context, tenantID string, conversationID int64) {
-	if m.Redis == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
-	defer cancel()
-	_ = m.Redis.Del(ctx, m.key(tenantID, conversationID)).Err()
-}
-
 func (m *Memory) get(ctx context.Context, key string) (cachedTurns, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
 	defer cancel()

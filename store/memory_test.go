@@ -67,7 +67,10 @@ func TestMemoryRebuildsRedisFromPostgres(t *testing.T) {
 	require.Len(t, turns, 1)
 
 	// Redis lost: the next read rebuilds from Postgres.
-	mem.Forget(ctx, ten.ID, last.ConversationID)
+	keys, err := rdb.Keys(ctx, mem.Prefix+"*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	require.NoError(t, rdb.Del(ctx, keys...).Err())
 	_, source, err = mem.Recent(ctx, tx, ten.ID, last.ConversationID, 0)
 	require.NoError(t, err)
 	require.Equal(t, "postgres", source)

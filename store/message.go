@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Message is one message as the API shows it (SPEC §7).
+// Message is one message as the API shows it (docs/operations.md).
 type Message struct {
 	ID             int64         `db:"id" json:"id"`
 	TenantID       string        `db:"tenant_id" json:"-"`

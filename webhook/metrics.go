@@ -15,7 +15,7 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Metrics are the HTTP edge's Prometheus metrics (SPEC §9), plus the
+// Metrics are the HTTP edge's Prometheus metrics (docs/operations.md, "Metrics"), plus the
 // registry GET /metrics serves. A nil *Metrics records nothing and serves no
 // /metrics.
 type Metrics struct {

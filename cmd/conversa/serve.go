@@ -165,7 +165,7 @@ func (a *app) newLLM() (agents.Provider, error) {
 }
 
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
-// the built-in fake Twilio (SPEC §8) on a free local port for this process.
+// the built-in sandbox Twilio on a free local port for this process.
 func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, error) {
 	apiURL := a.cfg.TwilioAPIURL
 	if apiURL == "sandbox" {
