@@ -42,7 +42,7 @@ func TestDeliveryEndToEnd(t *testing.T) {
 
 	faults := []struct {
 		fault *faketwilio.Fault
-		want  string
+		want  store.MessageStatus
 		code  string
 	}{
 		{nil, store.StatusDelivered, ""},

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"log/slog"
 	"time"
 
@@ -23,7 +24,7 @@ import (
 // reply) and the turn job's completion. The notice costs no credits: no
 // model answered. A turn that must not answer any more (a newer message, a
 // person took over, STOP) skips instead, as after any LLM call.
-func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs], agent agents.Agent, reason string, age time.Duration, callErr error) (string, error) {
+func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs], agent agents.Agent, reason string, age time.Duration, callErr error) (string, error) {
 	a := job.Args
 	detail := map[string]any{
 		"reason": reason, "agent": agent.Name, "attempt": job.Attempt,
@@ -64,7 +65,7 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	if err != nil {
 		return "", fmt.Errorf("river client: %w", err)
 	}
-	if _, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: start.ReplyID}, nil); err != nil {
+	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: a.TenantID, MessageID: start.ReplyID}, nil); err != nil {
 		return "", fmt.Errorf("insert send job: %w", err)
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
@@ -82,7 +83,7 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 // that must not go out: the turn may no longer answer (a newer message, a
 // person took over, STOP, all seen under the conversation's lock), or it
 // already has its reply. skipped is false when the reply may go on.
-func (w *ReplyWorker) skipStarted(ctx context.Context, log *slog.Logger, tx pgx.Tx, a ReplyArgs, start store.ReplyStart, events ...store.Event) (string, bool, error) {
+func (w *ReplyWorker) skipStarted(ctx context.Context, log *slog.Logger, tx pgx.Tx, a jobargs.ReplyArgs, start store.ReplyStart, events ...store.Event) (string, bool, error) {
 	if reason, detail := skipReason(start.State, a.MessageID); reason != "" {
 		_ = tx.Rollback(ctx)
 		detail["after_llm"] = true

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"fmt"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"io"
 	"log/slog"
 	"testing"
@@ -96,8 +97,8 @@ func (e *llmEnv) start(pool *pgxpool.Pool) *river.Client[pgx.Tx] {
 		SkipUnknownJobCheck:  true,
 		JobTimeout:           e.opts.jobTimeout,
 		RescueStuckJobsAfter: e.opts.jobTimeout,
-		Queues:               map[string]river.QueueConfig{jobs.QueueReply: {MaxWorkers: e.opts.concurrency, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}},
-		Middleware:           []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		Queues:               map[string]river.QueueConfig{jobargs.QueueReply: {MaxWorkers: e.opts.concurrency, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}},
+		Middleware:           []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	require.NoError(e.t, err)
 	require.NoError(e.t, rc.Start(e.ctx))
@@ -132,7 +133,7 @@ func (e *llmEnv) customersWrite(n int, body string) []store.InboundResult {
 
 func (e *llmEnv) queueTurn(tx pgx.Tx, res store.InboundResult) {
 	e.t.Helper()
-	_, err := e.client.InsertTx(e.ctx, tx, jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: res.ConversationID, MessageID: res.MessageID}, nil)
+	_, err := e.client.InsertTx(e.ctx, tx, jobargs.ReplyArgs{TenantID: e.ten.ID, ConversationID: res.ConversationID, MessageID: res.MessageID}, nil)
 	require.NoError(e.t, err)
 }
 

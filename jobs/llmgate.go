@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"math/rand/v2"
 	"time"
 
@@ -32,7 +33,7 @@ func TurnTimeout(llmTimeout time.Duration) time.Duration {
 }
 
 // Timeout implements river.Worker: see TurnTimeout.
-func (w *ReplyWorker) Timeout(*river.Job[ReplyArgs]) time.Duration {
+func (w *ReplyWorker) Timeout(*river.Job[jobargs.ReplyArgs]) time.Duration {
 	return TurnTimeout(w.llmTimeout)
 }
 

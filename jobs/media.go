@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"io"
 	"log/slog"
 	"mime"
@@ -57,7 +58,7 @@ type attachmentResult struct {
 }
 
 // credentials opens the account that owns the conversation's number.
-func (w *ReplyWorker) credentials(ctx context.Context, a ReplyArgs) (sid, token string, err error) {
+func (w *ReplyWorker) credentials(ctx context.Context, a jobargs.ReplyArgs) (sid, token string, err error) {
 	acct, err := store.ConversationAccount(ctx, w.db, a.TenantID, a.ConversationID)
 	if err != nil {
 		return "", "", err
@@ -100,7 +101,7 @@ func pendingWith(stored []store.MemoryTurn, pendingIDs []int64, kind media.Kind)
 // fetch that fails is media.failed with the attachment left in failState.
 // The results are in message and attachment order (a burst reads in the
 // order it was sent, however the work finished).
-func (w *ReplyWorker) runAttachments(ctx context.Context, a ReplyArgs, msgs []store.MemoryTurn, kind media.Kind, limit int,
+func (w *ReplyWorker) runAttachments(ctx context.Context, a jobargs.ReplyArgs, msgs []store.MemoryTurn, kind media.Kind, limit int,
 	failState agents.AttachmentState, work func(ctx context.Context, m store.MemoryTurn, i int, d *media.Download, start time.Time) attachmentResult) []attachmentResult {
 	ctx, cancel := context.WithTimeout(ctx, w.media.Timeout)
 	defer cancel()
@@ -161,7 +162,7 @@ func failed(m store.MemoryTurn, i int, md store.Media, stage string, err error, 
 // / media.failed on each message at once (so the trace keeps them even if
 // the turn fails later), and returns the stored turns with their transcripts
 // and what failed. Nothing here fails the turn.
-func (w *ReplyWorker) transcribe(ctx context.Context, log *slog.Logger, a ReplyArgs, stored []store.MemoryTurn, pendingIDs []int64) ([]store.MemoryTurn, attachmentStates) {
+func (w *ReplyWorker) transcribe(ctx context.Context, log *slog.Logger, a jobargs.ReplyArgs, stored []store.MemoryTurn, pendingIDs []int64) ([]store.MemoryTurn, attachmentStates) {
 	if w.media.Fetcher == nil {
 		return stored, nil
 	}
@@ -259,7 +260,7 @@ func (w *ReplyWorker) transcribe(ctx context.Context, log *slog.Logger, a ReplyA
 // images fetches the pending burst's images for an agent with vision, as
 // data URLs in message order (the newest maxImagesPerTurn). A failed image
 // reads "[image]" like any other and is recorded as media.failed.
-func (w *ReplyWorker) images(ctx context.Context, log *slog.Logger, a ReplyArgs, stored []store.MemoryTurn, pendingIDs []int64) []string {
+func (w *ReplyWorker) images(ctx context.Context, log *slog.Logger, a jobargs.ReplyArgs, stored []store.MemoryTurn, pendingIDs []int64) []string {
 	if w.media.Fetcher == nil {
 		return nil
 	}

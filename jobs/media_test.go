@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -86,7 +87,7 @@ func TestVoiceNoteIsTranscribedBeforeTheAgentRunsAndOnce(t *testing.T) {
 	// The first attempt fails after the agent answered; the retry reuses
 	// the stored transcript.
 	e.worker.SetBeforeCommit(func(context.Context, pgx.Tx) error { return errors.New("connection lost") })
-	_, err := e.tw.Work(e.ctx, t, e.tx, jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
+	_, err := e.tw.Work(e.ctx, t, e.tx, jobargs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
 	require.ErrorContains(t, err, "connection lost")
 	e.worker.SetBeforeCommit(nil)
 	require.Equal(t, river.EventKindJobCompleted, e.work(in).EventKind)

@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the pipeline metrics the workers record (SPEC §9). A nil
+// Metrics are the pipeline metrics the workers record (docs/operations.md, "Metrics"). A nil
 // *Metrics records nothing, so tests need not build one.
 type Metrics struct {
 	jobs          *prometheus.CounterVec
@@ -93,3 +93,16 @@ func (m *Metrics) GaveUp(reason string) {
 		m.gaveUp.WithLabelValues(reason).Inc()
 	}
 }
+
+// Job outcomes, as conversa_jobs_total labels them: what the worker decided
+// (conversa_river_jobs_total counts what River then did with the job).
+const (
+	JobCompleted = "completed" // done, with its effect
+	JobHandoff   = "handoff"   // a turn that handed the conversation to a person
+	JobSkipped   = "skipped"   // done, nothing to do (duplicate, superseded, not the bot's)
+	JobFailed    = "failed"    // done: the message ended failed, nothing left to try
+	JobRetry     = "retry"     // River retries it with backoff
+	JobSnoozed   = "snoozed"   // comes back later without using an attempt
+	JobCancelled = "cancelled" // never again
+	JobDiscarded = "discarded" // out of attempts
+)

@@ -11,7 +11,7 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Default send rates per sender number (SPEC §5.3): a US long code sends one
+// Default send rates per sender number (docs/delivery.md, "Send"): a US long code sends one
 // segment a second; WhatsApp 80 messages a second.
 const (
 	DefaultSMSRate      = 1.0
@@ -20,11 +20,11 @@ const (
 
 // SendRate is a channel's sends per second: its rate_per_second, or its
 // kind's default.
-func SendRate(kind string, ratePerSecond *float64) float64 {
+func SendRate(kind store.ChannelKind, ratePerSecond *float64) float64 {
 	if ratePerSecond != nil && *ratePerSecond > 0 {
 		return *ratePerSecond
 	}
-	if kind == "whatsapp" {
+	if kind == store.ChannelWhatsApp {
 		return DefaultWhatsAppRate
 	}
 	return DefaultSMSRate

@@ -13,6 +13,7 @@ import (
 
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 )
 
 // pacingBackends are the pacer's stores: Redis, Postgres when Redis is
@@ -119,7 +120,7 @@ func workInOwnTx(ctx context.Context, t testing.TB, pool *pgxpool.Pool, e *sendE
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	res, err := e.worker.Work(ctx, t, tx, jobs.SendArgs{TenantID: e.ten.ID, MessageID: id}, nil)
+	res, err := e.worker.Work(ctx, t, tx, jobargs.SendArgs{TenantID: e.ten.ID, MessageID: id}, nil)
 	if err != nil {
 		return err
 	}

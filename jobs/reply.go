@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -36,7 +37,7 @@ const replyKind = "conversa.reply"
 // is charged like any reply since the LLM ran. After that the conversation
 // is "human" and the bot stays silent until an operator hands it back.
 type ReplyWorker struct {
-	river.WorkerDefaults[ReplyArgs]
+	river.WorkerDefaults[jobargs.ReplyArgs]
 	db       DB
 	provider agents.Provider
 	memory   *store.Memory
@@ -46,9 +47,6 @@ type ReplyWorker struct {
 	// llmTimeout sets the job's timeout (TurnTimeout); giveUp is how long
 	// after the customer's message an unavailable LLM is waited for.
 	llmTimeout, giveUp time.Duration
-	// sender sends replies inline after the turn commits (see inlineSlot);
-	// nil when this process has no Twilio client.
-	sender *SendWorker
 	// media fetches and transcribes attachments (media.go); sealer opens the
 	// account token media is fetched with.
 	media  Media
@@ -80,9 +78,6 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	if rw.media.Timeout <= 0 {
 		rw.media.Timeout = DefaultMediaTimeout
 	}
-	if d.Twilio != nil && d.Sealer != nil {
-		rw.sender = NewSendWorker(d)
-	}
 	return rw
 }
 
@@ -95,8 +90,8 @@ func skipReason(st store.TurnState, messageID int64) (string, map[string]any) {
 			d["by_message_id"] = *st.LastInboundMessageID
 		}
 		return "superseded", d
-	case st.Status != "bot":
-		return "conversation_" + st.Status, map[string]any{"reason": "conversation is " + st.Status + ", not bot"}
+	case st.Status != store.ConversationBot:
+		return "conversation_" + string(st.Status), map[string]any{"reason": "conversation is " + string(st.Status) + ", not bot"}
 	case st.OptedOut:
 		return "opted_out", map[string]any{"reason": "contact opted out"}
 	}
@@ -104,7 +99,7 @@ func skipReason(st store.TurnState, messageID int64) (string, map[string]any) {
 }
 
 // Work implements river.Worker.
-func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error {
+func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs]) error {
 	a := job.Args
 	log := w.logger.With("tenant_id", a.TenantID, "conversation_id", a.ConversationID,
 		"message_id", a.MessageID, "job_id", job.ID, "job_kind", replyKind)
@@ -138,7 +133,7 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[ReplyArgs]) error
 // NextRetry retries a failed turn soon: a reply that comes hours late is
 // worth little, so the schedule is 2 s, 5 s, 15 s, 30 s, 1 min, 2 min, then
 // every 5 min, instead of River's (attempt+1)^4 s.
-func (w *ReplyWorker) NextRetry(job *river.Job[ReplyArgs]) time.Time {
+func (w *ReplyWorker) NextRetry(job *river.Job[jobargs.ReplyArgs]) time.Time {
 	steps := []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
 	return time.Now().Add(steps[min(max(job.Attempt-1, 0), len(steps)-1)])
 }
@@ -160,7 +155,7 @@ func failureReason(err error) string {
 }
 
 // turn runs one turn and returns its outcome for metrics.
-func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs]) (string, error) {
+func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	readAt := time.Now()
@@ -250,7 +245,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 }
 
 // commit writes everything the turn decided in one transaction.
-func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[ReplyArgs],
+func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs],
 	plan agents.Plan, summary string, agent agents.Agent, ans agents.Answer, events []store.Event, price int) (string, error) {
 	a := job.Args
 	tx, err := w.db.Begin(ctx)
@@ -265,7 +260,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	// answer after all. The price is the one the turn checked credits with.
 	replyTo := a.MessageID
 	start, err := store.StartReply(ctx, tx, store.Outbound{
-		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: ans.Text,
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: store.AuthorBot, Body: ans.Text,
 		ReplyToID: &replyTo, Agent: agent.Name, CreditsReserved: price,
 		EventKind: "turn.reply", Event: map[string]any{
 			"reply_to_id": a.MessageID, "agent": agent.Name, "handoff": ans.Handoff,
@@ -280,53 +275,29 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return outcome, err
 	}
 	replyID := start.ReplyID
+	commit := store.TurnCommit{
+		TenantID: a.TenantID, ConversationID: a.ConversationID, InboundID: a.MessageID, ReplyID: replyID,
+		Price: price, Handoff: ans.Handoff, Events: events,
+	}
 	if len(plan.Fold) > 0 {
-		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
-			return "", err
-		}
+		commit.Summary = &store.SummaryUpdate{Text: summary, ThroughID: plan.FoldThroughID}
 	}
 	if ans.Handoff {
-		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
-			return "", err
-		}
-		events = append(events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
+		commit.Events = append(commit.Events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
 	}
 	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
 	if err != nil {
 		return "", fmt.Errorf("river client: %w", err)
 	}
-	// The reply goes out inline right after the commit when it can; its
-	// send job is then a backup, due after the inline attempt has ended.
-	var inline *inlineSend
-	var sendOpts *river.InsertOpts
-	if w.sender != nil {
-		if inline = w.sender.inlineSlot(ctx, start.Delivery); inline != nil {
-			sendOpts = &river.InsertOpts{ScheduledAt: w.sender.now().Add(w.sender.sendGrace())}
-		}
-	}
-	sendJob, err := client.InsertTx(ctx, tx, SendArgs{TenantID: a.TenantID, MessageID: replyID}, sendOpts)
-	if err != nil {
+	// The send job is due at once: its insert's NOTIFY wakes a send worker
+	// as the turn commits.
+	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
 		return "", fmt.Errorf("insert send job: %w", err)
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return "", fmt.Errorf("complete turn: %w", err)
 	}
-	// One round trip ends the turn: the inline send's claim, the trace
-	// events, then the debit and the turn.replied event. The debit comes
-	// last so the credit stripe it locks is held only until the commit.
-	claimed := false
-	var queueErr error
-	before := func(b *pgx.Batch) {
-		if inline != nil {
-			store.QueueClaimSend(b, a.TenantID, replyID, 1, &claimed)
-		}
-		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...)
-	}
-	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
-	_, err = store.DebitReply(ctx, tx, a.TenantID, replyID, price, before, after)
-	if queueErr != nil {
-		return "", queueErr
-	}
+	_, err = store.CommitTurn(ctx, tx, commit)
 	if errors.Is(err, store.ErrNoCredits) {
 		_ = tx.Rollback(ctx)
 		return w.skip(ctx, log, a, "turn.no_credits", "no_credits",
@@ -334,13 +305,6 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	}
 	if err != nil {
 		return "", err
-	}
-	if inline != nil && !claimed {
-		// Not claimable after all: the send job sends it, now.
-		inline = nil
-		if _, err := client.JobRetryTx(ctx, tx, sendJob.Job.ID); err != nil {
-			return "", fmt.Errorf("send job now: %w", err)
-		}
 	}
 	if w.beforeCommit != nil {
 		if err := w.beforeCommit(ctx, tx); err != nil {
@@ -351,9 +315,6 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return "", fmt.Errorf("commit turn: %w", err)
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
-	if inline != nil {
-		w.sender.sendInline(ctx, log, client, inline, sendJob.Job.ID)
-	}
 	if ans.Handoff {
 		return "handoff", nil
 	}
@@ -362,7 +323,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 
 // skip completes a turn that must not answer, recording why on the inbound
 // message (with any events gathered before the decision).
-func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a ReplyArgs, kind, reason string, detail map[string]any, before ...store.Event) (string, error) {
+func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a jobargs.ReplyArgs, kind, reason string, detail map[string]any, before ...store.Event) (string, error) {
 	events := append(before, store.Event{Kind: kind, Detail: detail})
 	if err := store.AddEvents(ctx, w.db, a.TenantID, a.MessageID, events...); err != nil {
 		return "", err
@@ -382,9 +343,9 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 		}
 		role := agents.RoleCustomer
 		switch m.Author {
-		case "bot":
+		case store.AuthorBot:
 			role = agents.RoleBot
-		case "human":
+		case store.AuthorHuman:
 			role = agents.RoleHuman
 		}
 		text := m.Body

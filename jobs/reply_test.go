@@ -18,6 +18,7 @@ import (
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -67,7 +68,7 @@ type turnEnv struct {
 	from   string
 	llm    *recorder
 	worker *jobs.ReplyWorker
-	tw     *rivertest.Worker[jobs.ReplyArgs, pgx.Tx]
+	tw     *rivertest.Worker[jobargs.ReplyArgs, pgx.Tx]
 }
 
 func newTurnEnv(t *testing.T, credits int64, edit func(*jobs.Deps)) *turnEnv {
@@ -102,7 +103,7 @@ func (e *turnEnv) inbound(body string) store.InboundResult {
 // work runs the turn for in.
 func (e *turnEnv) work(in store.InboundResult) *rivertest.WorkResult {
 	e.t.Helper()
-	res, err := e.tw.Work(e.ctx, e.t, e.tx, jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
+	res, err := e.tw.Work(e.ctx, e.t, e.tx, jobargs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}, nil)
 	require.NoError(e.t, err)
 	return res
 }
@@ -256,7 +257,7 @@ func TestReplyHandoffThenSilence(t *testing.T) {
 	require.Equal(t, []string{agents.HandoffNotice}, e.replies(), "the customer is told a person will answer")
 	conv, err := store.GetConversation(e.ctx, e.tx, e.ten.ID, in.ConversationID)
 	require.NoError(t, err)
-	require.Equal(t, "human", conv.Status)
+	require.EqualValues(t, "human", conv.Status)
 	require.Contains(t, e.events(in.MessageID), "turn.handoff")
 
 	// While a person has the conversation the bot says nothing.
@@ -300,7 +301,7 @@ func TestReplyRetriedAfterFailedCommitRepliesOnce(t *testing.T) {
 	in := e.inbound("hello")
 
 	e.worker.SetBeforeCommit(func(context.Context, pgx.Tx) error { return errors.New("connection lost") })
-	args := jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
+	args := jobargs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
 	_, err := e.tw.Work(e.ctx, t, e.tx, args, nil)
 	require.ErrorContains(t, err, "connection lost")
 	require.Empty(t, e.replies(), "nothing of the failed attempt is left")
@@ -383,7 +384,7 @@ func TestReplyLLMFailureIsRetriedAndExplained(t *testing.T) {
 	t.Parallel()
 	e := newTurnEnv(t, 5, func(d *jobs.Deps) { d.LLM = failingLLM{} })
 	in := e.inbound("hello")
-	args := jobs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
+	args := jobargs.ReplyArgs{TenantID: e.ten.ID, ConversationID: in.ConversationID, MessageID: in.MessageID}
 
 	_, err := e.tw.Work(e.ctx, t, e.tx, args, &river.InsertOpts{MaxAttempts: 2})
 	require.Error(t, err, "an attempt that is not the last is retried")

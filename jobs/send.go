@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -30,13 +31,17 @@ const (
 	sendDeadlineMargin = 500 * time.Millisecond
 )
 
-// SendWorker works conversa.send: it delivers one outbound message through
-// Twilio, never twice. Before calling Twilio it commits a claim (status
-// "sending"); a message still "sending" without a SID on a later attempt
-// means an earlier attempt's outcome is unknown, so the worker looks the
-// message up in Twilio's list and sends again only if Twilio has none.
+// SendWorker works conversa.send: it delivers one outbound message (a bot
+// reply, a person's message) through Twilio, never twice. Every outbound
+// message is sent by its own conversa.send job, which River keeps with its
+// final state and attempts (docs/delivery.md, "Send").
+//
+// One run of the job is one attempt (attempt) followed by one settlement
+// (settle): attempt calls Twilio at most once and says what happened as an
+// outcome; settle alone turns that outcome into the message's state, its
+// trace, its refund and the job's fate.
 type SendWorker struct {
-	river.WorkerDefaults[SendArgs]
+	river.WorkerDefaults[jobargs.SendArgs]
 	db            DB
 	sealer        *store.Sealer
 	twilio        *Twilio
@@ -47,7 +52,8 @@ type SendWorker struct {
 	now           func() time.Time
 }
 
-// NewSendWorker builds the conversa.send worker; d.Twilio and d.Sealer are required.
+// NewSendWorker builds the conversa.send worker; d.Twilio and d.Sealer are
+// required. It owns the process's one pacer (and its Redis circuit breaker).
 func NewSendWorker(d Deps) *SendWorker {
 	if d.Now == nil {
 		d.Now = time.Now
@@ -69,99 +75,117 @@ func NewSendWorker(d Deps) *SendWorker {
 
 // NextRetry backs off 2^attempt seconds (±10 %), capped at 30 minutes: with
 // 12 attempts a message gives up after about an hour of 429s or outages.
-func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
+func (w *SendWorker) NextRetry(job *river.Job[jobargs.SendArgs]) time.Time {
 	d := time.Duration(1<<min(job.Attempt, 11)) * time.Second
 	d = min(d, 30*time.Minute)
 	jitter := 0.9 + 0.2*rand.Float64()
 	return time.Now().Add(time.Duration(float64(d) * jitter))
 }
 
-// Work delivers one message.
-func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
-	kind := job.Kind
+// Work delivers one message: one attempt, then its settlement.
+func (w *SendWorker) Work(ctx context.Context, job *river.Job[jobargs.SendArgs]) error {
 	a := job.Args
-	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", kind)
-	outcome, err := w.work(ctx, job, log)
-	if outcome == "retry" && job.Attempt >= job.MaxAttempts {
-		// River discards the job after this: leave the message failed with a
-		// reason, not stuck (best effort: the database may be what failed).
-		if ferr := w.giveUp(ctx, a); ferr != nil {
-			log.Error("send: could not mark the message failed after the last attempt", "error", ferr)
-		}
-	}
-	w.metrics.Job(kind, outcome)
+	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", job.Kind)
+	d, out := w.attempt(ctx, job)
+	label, err := w.settle(ctx, log, job, d, out)
+	w.metrics.Job(job.Kind, label)
 	return err
 }
 
-// giveUp fails a message whose job is out of attempts for an error of ours.
-func (w *SendWorker) giveUp(ctx context.Context, a SendArgs) error {
-	return w.inTx(ctx, func(tx pgx.Tx) error {
-		var sid *string
-		if err := tx.QueryRow(ctx, `SELECT twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2`, a.MessageID, a.TenantID).Scan(&sid); err != nil {
-			return err
-		}
-		if sid != nil {
-			return nil // Twilio took it; callbacks carry it on.
-		}
-		_, err := store.MarkFailed(ctx, tx, a.TenantID, a.MessageID, "", "send_gave_up")
-		return err
-	})
+// outcomeKind is what one send attempt came to.
+type outcomeKind int
+
+const (
+	// outAccepted: Twilio has the message, created by this attempt or
+	// found by the look-up for an earlier one.
+	outAccepted outcomeKind = iota
+	// outRetry: Twilio certainly did not take it (429, refused
+	// connection); it is unsent and may be sent again later.
+	outRetry
+	// outAmbiguous: it may exist at Twilio (timeout, 5xx, lost answer, a
+	// look-up that failed): look before any resend.
+	outAmbiguous
+	// outPermanent: Twilio refused it and always will.
+	outPermanent
+	// outUnsendable: Conversa will not send it (opted out, outside the
+	// WhatsApp window, unreadable auth token). Twilio was not called.
+	outUnsendable
+	// outDone: it was already accepted or ended; this run is a duplicate.
+	outDone
+	// outGone: there is no such outbound message.
+	outGone
+	// outWait: no pacing slot soon, or too little job time left for a
+	// whole create call; come back after wait.
+	outWait
+	// outError: our own failure (database, pacing store) before Twilio
+	// could be called.
+	outError
+)
+
+// outcome is one send attempt's result, for settle.
+type outcome struct {
+	kind outcomeKind
+	// sid, status and how (create, lookup) when accepted.
+	sid    string
+	status store.MessageStatus
+	how    string
+	// twilio is Twilio's classified error for retry, ambiguous, permanent;
+	// for an ambiguous outcome from a failed look-up, lookup is true.
+	twilio *SendError
+	lookup bool
+	// code and reason when unsendable.
+	code, reason string
+	wait         time.Duration
+	err          error
 }
 
-func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *slog.Logger) (string, error) {
+// attempt makes one send attempt of job's message and reports its outcome.
+// It calls Twilio at most once to create the message, and only after the
+// claim (status claimed) has committed; a message found claimed means an
+// earlier attempt's outcome is unknown, so it first looks the message up in
+// Twilio's list and creates it only if Twilio has none. Besides the claim it
+// writes only the look-up's trace event: everything else is settle's.
+// The claim is a status of its own (store.StatusClaimed), apart from
+// Twilio's "sending".
+func (w *SendWorker) attempt(ctx context.Context, job *river.Job[jobargs.SendArgs]) (store.Delivery, outcome) {
 	a := job.Args
-	lastAttempt := job.Attempt >= job.MaxAttempts
 	d, err := store.LoadDelivery(ctx, w.db, a.TenantID, a.MessageID)
 	if errors.Is(err, store.ErrNotFound) {
-		log.Warn("send: message not found")
-		return "cancelled", river.JobCancel(err)
+		return d, outcome{kind: outGone, err: err}
 	}
 	if err != nil {
-		return "retry", err
+		return d, outcome{kind: outError, err: err}
 	}
-	if d.Direction != "outbound" {
-		return "cancelled", river.JobCancel(errors.New("send: message is not outbound"))
+	if d.Direction != store.DirectionOutbound {
+		return d, outcome{kind: outGone, err: errors.New("send: message is not outbound")}
 	}
-	if d.TwilioSID != nil || (d.Status != store.StatusPending && d.Status != store.StatusSending) {
-		// Already accepted by Twilio (or already ended): this run is a duplicate.
-		w.metrics.Duplicate("send")
-		log.Info("send: already done", "status", d.Status)
-		return "skipped", nil
+	if !d.Status.Unsent() {
+		return d, outcome{kind: outDone}
 	}
 	msg, code, reason := w.outgoing(d)
 	if reason != "" {
-		return w.fail(ctx, log, d, code, reason)
+		return d, outcome{kind: outUnsendable, code: code, reason: reason}
 	}
 
-	// An earlier attempt was claimed and its outcome is unknown: look before sending again.
-	if d.Status == store.StatusSending && d.SendStartedAt != nil {
+	if d.Status == store.StatusClaimed {
 		found, err := w.findEarlierSend(ctx, d, msg)
 		if err != nil {
-			_ = store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.lookup", map[string]any{"error": Classify(err).Reason})
-			if lastAttempt {
-				return w.fail(ctx, log, d, "", "send_outcome_unknown")
-			}
-			return "retry", fmt.Errorf("look up earlier send: %w", Classify(err))
+			return d, outcome{kind: outAmbiguous, twilio: Classify(err), lookup: true}
 		}
 		if found != nil {
-			if err := w.markSent(ctx, d, found.SID, found.Status, "lookup"); err != nil {
-				return "retry", err
-			}
-			w.metrics.Duplicate("send")
-			log.Info("send: earlier attempt found at twilio", "message_sid", found.SID)
-			return "completed", nil
+			return d, outcome{kind: outAccepted, sid: found.SID, status: store.MessageStatus(found.Status), how: "lookup"}
 		}
 		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.lookup", map[string]any{"found": false}); err != nil {
-			return "retry", err
+			return d, outcome{kind: outError, err: err}
 		}
 	}
 
 	wait, ok, err := w.pacer.Reserve(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond))
 	if err != nil {
-		return "retry", fmt.Errorf("pace: %w", err)
+		return d, outcome{kind: outError, err: fmt.Errorf("pace: %w", err)}
 	}
 	if !ok {
-		return "snoozed", river.JobSnooze(wait)
+		return d, outcome{kind: outWait, wait: wait}
 	}
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -169,76 +193,163 @@ func (w *SendWorker) work(ctx context.Context, job *river.Job[SendArgs], log *sl
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return "retry", ctx.Err()
+			return d, outcome{kind: outError, err: ctx.Err()}
 		}
 	}
-
 	// A create call must end before the job times out: a job still inside
 	// one when River rescues it could run twice at once. twilio-go takes no
 	// context, so check the time left instead.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
-		return "snoozed", river.JobSnooze(time.Second)
+		return d, outcome{kind: outWait, wait: time.Second}
 	}
 	claimed, err := store.ClaimSend(ctx, w.db, d.TenantID, d.MessageID, job.Attempt)
 	if err != nil {
-		return "retry", err
+		return d, outcome{kind: outError, err: err}
 	}
 	if !claimed {
-		w.metrics.Duplicate("send")
-		return "skipped", nil
+		return d, outcome{kind: outDone}
 	}
 
 	sid, status, err := w.twilio.Send(msg)
-	if err == nil {
-		w.metrics.TwilioSend(ClassAccepted)
-		if err := w.markSent(ctx, d, sid, status, "create"); err != nil {
-			// Twilio has it; the status callback (keyed by ?m=) or the next
-			// attempt's look-up will record the SID. Never given up as failed.
-			return "retry_sent", fmt.Errorf("store sent message: %w", err)
+	if err != nil {
+		se := Classify(err)
+		switch se.Class {
+		case ClassRetry:
+			return d, outcome{kind: outRetry, twilio: se}
+		case ClassPermanent:
+			return d, outcome{kind: outPermanent, twilio: se}
+		default:
+			return d, outcome{kind: outAmbiguous, twilio: se}
 		}
-		if d.ReplyToCreatedAt != nil {
+	}
+	return d, outcome{kind: outAccepted, sid: sid, status: store.MessageStatus(status), how: "create"}
+}
+
+// settle is the one place an attempt's outcome becomes the message's state,
+// its trace, its refund and the job's fate (completed, retried, snoozed,
+// cancelled; discarded once River is out of attempts). It returns the
+// outcome's label for conversa_jobs_total and the error River acts on.
+func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, o outcome) (string, error) {
+	lastAttempt := job.Attempt >= job.MaxAttempts
+	if o.twilio != nil && !o.lookup {
+		w.metrics.TwilioSend(o.twilio.Class)
+	}
+	switch o.kind {
+	case outAccepted:
+		if o.how == "create" {
+			w.metrics.TwilioSend(ClassAccepted)
+		} else {
+			w.metrics.Duplicate("send")
+		}
+		if err := w.inTx(ctx, func(tx pgx.Tx) error {
+			_, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, o.sid, o.status, o.how)
+			return err
+		}); err != nil {
+			// Twilio has it; the status callback (keyed by ?m=) or the next
+			// attempt's look-up records the SID. Never failed for this.
+			return JobRetry, fmt.Errorf("store sent message: %w", err)
+		}
+		if o.how == "create" && d.ReplyToCreatedAt != nil {
 			w.metrics.ReplySent(w.now().Sub(*d.ReplyToCreatedAt))
 		}
-		log.Info("send: accepted", "message_sid", sid, "attempt", job.Attempt)
-		return "completed", nil
-	}
+		log.Info("send: accepted", "message_sid", o.sid, "how", o.how, "attempt", job.Attempt)
+		return JobCompleted, nil
 
-	se := Classify(err)
-	w.metrics.TwilioSend(se.Class)
-	detail := se.detail(job.Attempt)
-	code = se.codeString()
-	switch se.Class {
-	case ClassPermanent:
-		if _, err := w.failPermanent(ctx, log, d, se); err != nil {
-			return "retry", err
-		}
-		return "cancelled", river.JobCancel(se)
-	case ClassRetry:
-		// Twilio did not take it: the message is definitely unsent again.
-		if err := store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail); err != nil {
-			return "retry", err
+	case outRetry:
+		se := o.twilio
+		if err := store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", se.detail(job.Attempt)); err != nil {
+			return w.ourError(ctx, log, job, err)
 		}
 		if lastAttempt {
-			if _, err := w.fail(ctx, log, d, code, "gave_up_"+se.Reason); err != nil {
-				return "retry", err
-			}
-			return "cancelled", river.JobCancel(se)
+			return w.failAndCancel(ctx, log, job, d, se.codeString(), "gave_up_"+se.Reason, se)
 		}
 		log.Info("send: will retry", "reason", se.Reason, "error_code", se.Code, "attempt", job.Attempt)
-		return "retry", se
-	default:
-		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.ambiguous", detail); err != nil {
-			return "retry", err
+		return JobRetry, se
+
+	case outAmbiguous:
+		se := o.twilio
+		kind, detail := "send.ambiguous", se.detail(job.Attempt)
+		if o.lookup {
+			kind, detail = "send.lookup", map[string]any{"error": se.Reason}
+		}
+		if err := store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, kind, detail); err != nil {
+			return w.ourError(ctx, log, job, err)
 		}
 		if lastAttempt {
-			if _, err := w.fail(ctx, log, d, code, "send_outcome_unknown"); err != nil {
-				return "retry", err
+			code := se.codeString()
+			if o.lookup {
+				code = "" // the look-up's error, not the send's
 			}
-			return "cancelled", river.JobCancel(se)
+			return w.failAndCancel(ctx, log, job, d, code, "send_outcome_unknown", se)
 		}
-		log.Warn("send: outcome unknown; will look up before any resend", "reason", se.Reason, "attempt", job.Attempt)
-		return "retry", se
+		log.Warn("send: outcome unknown; will look up before any resend", "reason", se.Reason, "lookup", o.lookup, "attempt", job.Attempt)
+		return JobRetry, fmt.Errorf("send outcome unknown: %w", se)
+
+	case outPermanent:
+		return w.failAndCancel(ctx, log, job, d, o.twilio.codeString(), o.twilio.Reason, o.twilio)
+
+	case outUnsendable:
+		if err := w.fail(ctx, d, o.code, o.reason, false); err != nil {
+			return w.ourError(ctx, log, job, err)
+		}
+		log.Info("send: not sent", "reason", o.reason, "error_code", o.code)
+		return JobFailed, nil
+
+	case outDone:
+		w.metrics.Duplicate("send")
+		log.Info("send: already done", "status", d.Status)
+		return JobSkipped, nil
+
+	case outGone:
+		log.Warn("send: no such outbound message", "error", o.err)
+		return JobCancelled, river.JobCancel(o.err)
+
+	case outWait:
+		return JobSnoozed, river.JobSnooze(o.wait)
 	}
+	return w.ourError(ctx, log, job, o.err)
+}
+
+// failAndCancel fails the message for good and cancels the job: nothing is
+// left to try. On 21610 (the recipient unsubscribed) the contact is opted
+// out in the same transaction.
+func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, code, reason string, se *SendError) (string, error) {
+	if err := w.fail(ctx, d, code, reason, se.Code == 21610); err != nil {
+		return w.ourError(ctx, log, job, err)
+	}
+	log.Info("send: failed", "reason", reason, "error_code", code, "attempt", job.Attempt)
+	return JobCancelled, river.JobCancel(se)
+}
+
+// ourError is an attempt that failed on our side. River retries it; after
+// the last attempt a message Twilio never took is failed with a reason
+// rather than left unsent (best effort: the database may be what failed).
+func (w *SendWorker) ourError(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], err error) (string, error) {
+	if job.Attempt < job.MaxAttempts {
+		return JobRetry, err
+	}
+	a := job.Args
+	if ferr := w.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := store.FailUnsent(ctx, tx, a.TenantID, a.MessageID, "send_gave_up")
+		return err
+	}); ferr != nil {
+		log.Error("send: could not mark the message failed after the last attempt", "error", ferr)
+	}
+	return JobDiscarded, err
+}
+
+// fail ends d as failed with a reason (and Twilio's code), refunds it, and
+// opts the contact out when optOut.
+func (w *SendWorker) fail(ctx context.Context, d store.Delivery, code, reason string, optOut bool) error {
+	return w.inTx(ctx, func(tx pgx.Tx) error {
+		if optOut {
+			if err := store.SetContactOptOut(ctx, tx, d.TenantID, d.ContactID, true); err != nil {
+				return err
+			}
+		}
+		_, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, reason)
+		return err
+	})
 }
 
 // outgoing is the Twilio request for d, or the error code and reason it
@@ -255,7 +366,7 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 		Body:           d.Body,
 		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
 	}
-	if d.ChannelKind == "whatsapp" && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
+	if d.ChannelKind == store.ChannelWhatsApp && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
 		if d.TemplateSID == nil || *d.TemplateSID == "" {
 			return msg, "63016", "outside_whatsapp_window"
 		}
@@ -270,113 +381,6 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 	}
 	msg.AuthToken = token
 	return msg, "", ""
-}
-
-// Inline sends. A turn's reply is usually sent by the reply worker itself,
-// right after the turn commits, rather than by a conversa.send job fetched a
-// hop later: that hop, the job's own load and its claim commit were about a
-// third of the time from webhook to Twilio. The guarantees stay those of the
-// send job, because the turn's transaction commits the claim ("sending")
-// together with a conversa.send job due sendGrace later, which is then a
-// backup: the inline attempt always ends (the create call times out) before
-// the backup is due, and if the process dies in between, the backup finds
-// the message "sending" and looks it up in Twilio before sending, as any
-// retried send does. An accepted inline send deletes its backup job, a
-// permanently failed one cancels it; one Twilio did not take (429, refused)
-// or whose outcome is unknown leaves it to the backup.
-const inlineMaxWait = 20 * time.Millisecond
-
-// sendGrace is how long after the turn commits its backup send job is due.
-func (w *SendWorker) sendGrace() time.Duration { return 2*w.twilio.Timeout() + 5*time.Second }
-
-// inlineSend is a reply claimed in its turn's transaction, to send after the commit.
-type inlineSend struct {
-	d    store.Delivery
-	msg  Outgoing
-	wait time.Duration
-}
-
-// inlineSlot decides, inside the turn's transaction, whether the written
-// reply d goes out inline: it can be sent now (nothing makes it fail), its
-// number has a pacing slot within inlineMaxWait (taken here), and the job
-// has time left for a whole create call. The caller then claims it in the
-// transaction (store.QueueClaimSend). nil means the send job sends it.
-func (w *SendWorker) inlineSlot(ctx context.Context, d store.Delivery) *inlineSend {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < w.twilio.Timeout()+sendDeadlineMargin {
-		return nil
-	}
-	msg, _, reason := w.outgoing(d)
-	if reason != "" {
-		return nil // the send job fails it, with the reason
-	}
-	wait, ok, err := w.pacer.reserveWithin(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond), inlineMaxWait)
-	if err != nil || !ok {
-		return nil // pacing trouble or no slot: the send job paces it
-	}
-	return &inlineSend{d: d, msg: msg, wait: wait}
-}
-
-// sendInline makes the one inline attempt of a reply given a slot by
-// inlineSlot and claimed in its turn, which has committed with backupJobID.
-func (w *SendWorker) sendInline(ctx context.Context, log *slog.Logger, client *river.Client[pgx.Tx], s *inlineSend, backupJobID int64) {
-	d := s.d
-	log = log.With("reply_message_id", d.MessageID, "backup_job_id", backupJobID)
-	if s.wait > 0 {
-		time.Sleep(s.wait)
-	}
-	sid, status, err := w.twilio.Send(s.msg)
-	// The outcome is recorded even if the job's context ends now.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	// Accepted: the backup is not needed. Failed for good: the backup is
-	// cancelled, as SPEC §3 has a send job end on a permanent error, and
-	// stays visible in River UI next to the failed message.
-	deleteBackup := func(tx pgx.Tx) error {
-		_, err := client.JobDeleteTx(ctx, tx, backupJobID)
-		if errors.Is(err, river.ErrNotFound) {
-			return nil
-		}
-		return err
-	}
-	cancelBackup := func(tx pgx.Tx) error {
-		_, err := client.JobCancelTx(ctx, tx, backupJobID)
-		if errors.Is(err, river.ErrNotFound) {
-			return nil
-		}
-		return err
-	}
-	if err == nil {
-		w.metrics.TwilioSend(ClassAccepted)
-		if err := w.markSent(ctx, d, sid, status, "inline", deleteBackup); err != nil {
-			// Twilio has it; a status callback (keyed by ?m=) or the backup
-			// job's look-up records the SID.
-			log.Warn("send: inline accepted but not recorded; the backup job will look it up", "error", err)
-			return
-		}
-		if d.ReplyToCreatedAt != nil {
-			w.metrics.ReplySent(w.now().Sub(*d.ReplyToCreatedAt))
-		}
-		log.Info("send: accepted", "message_sid", sid, "how", "inline")
-		return
-	}
-	se := Classify(err)
-	w.metrics.TwilioSend(se.Class)
-	detail := se.detail(1)
-	detail["inline"] = true
-	switch se.Class {
-	case ClassPermanent:
-		_, err = w.failPermanent(ctx, log.With("how", "inline"), d, se, cancelBackup)
-	case ClassRetry:
-		// Twilio did not take it: unsent again, for the backup job.
-		err = store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", detail)
-		log.Info("send: inline attempt will be retried by the send job", "reason", se.Reason, "error_code", se.Code)
-	default:
-		err = store.AddEvent(ctx, w.db, d.TenantID, d.MessageID, "send.ambiguous", detail)
-		log.Warn("send: inline outcome unknown; the send job will look up before any resend", "reason", se.Reason)
-	}
-	if err != nil {
-		log.Warn("send: could not record the inline outcome; the backup job takes over", "error", err)
-	}
 }
 
 // inTx runs fn in a transaction of its own.
@@ -426,53 +430,4 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 		return &s, nil
 	}
 	return nil, nil
-}
-
-// markSent records the SID in a transaction of its own: the row lock keeps a
-// status callback that carries the same SID from recording it a second time.
-// also runs in the same transaction.
-func (w *SendWorker) markSent(ctx context.Context, d store.Delivery, sid, status, how string, also ...func(pgx.Tx) error) error {
-	return w.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, sid, status, how); err != nil {
-			return err
-		}
-		return runAll(tx, also)
-	})
-}
-
-// fail ends the message as failed with a reason (and Twilio's code), refunds
-// it, and completes the job: there is nothing left to try.
-// also runs in the same transaction.
-func (w *SendWorker) fail(ctx context.Context, log *slog.Logger, d store.Delivery, code, reason string, also ...func(pgx.Tx) error) (string, error) {
-	err := w.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := store.MarkFailed(ctx, tx, d.TenantID, d.MessageID, code, reason); err != nil {
-			return err
-		}
-		return runAll(tx, also)
-	})
-	if err != nil {
-		return "retry", err
-	}
-	log.Info("send: failed", "reason", reason, "error_code", code)
-	return "failed", nil
-}
-
-// failPermanent fails d for Twilio's permanent error se; on 21610 (the
-// recipient unsubscribed) the contact is opted out in the same transaction.
-func (w *SendWorker) failPermanent(ctx context.Context, log *slog.Logger, d store.Delivery, se *SendError, also ...func(pgx.Tx) error) (string, error) {
-	if se.Code == 21610 {
-		also = append([]func(pgx.Tx) error{func(tx pgx.Tx) error {
-			return store.SetContactOptOut(ctx, tx, d.TenantID, d.ContactID, true)
-		}}, also...)
-	}
-	return w.fail(ctx, log, d, se.codeString(), se.Reason, also...)
-}
-
-func runAll(tx pgx.Tx, fns []func(pgx.Tx) error) error {
-	for _, fn := range fns {
-		if err := fn(tx); err != nil {
-			return err
-		}
-	}
-	return nil
 }

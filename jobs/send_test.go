@@ -18,6 +18,7 @@ import (
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -26,7 +27,7 @@ type sendEnv struct {
 	db     jobs.DB
 	fake   *faketwilio.Fake
 	ten    testdb.Tenant
-	worker *rivertest.Worker[jobs.SendArgs, pgx.Tx]
+	worker *rivertest.Worker[jobargs.SendArgs, pgx.Tx]
 }
 
 type envOpts struct {
@@ -126,7 +127,7 @@ func (e *sendEnv) events(t testing.TB, id int64) []string {
 
 func (e *sendEnv) work(t testing.TB, tx pgx.Tx, id int64, opts *river.InsertOpts) *rivertest.WorkResult {
 	t.Helper()
-	res, err := e.worker.Work(context.Background(), t, tx, jobs.SendArgs{TenantID: e.ten.ID, MessageID: id}, opts)
+	res, err := e.worker.Work(context.Background(), t, tx, jobargs.SendArgs{TenantID: e.ten.ID, MessageID: id}, opts)
 	return checkWork(t, res, err)
 }
 
@@ -298,7 +299,7 @@ func TestSendAmbiguousOutcomeDeliversExactlyOneCopy(t *testing.T) {
 			res := e.work(t, e.tx(t), id, nil)
 			require.Equal(t, river.EventKindJobFailed, res.EventKind)
 			m := e.message(t, id)
-			require.Equal(t, store.StatusSending, m.Status)
+			require.Equal(t, store.StatusClaimed, m.Status)
 			require.Nil(t, m.TwilioSID)
 
 			res = e.again(t, res)

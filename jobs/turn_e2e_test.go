@@ -18,6 +18,7 @@ import (
 
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/webhook"
 )
 
@@ -41,8 +42,8 @@ func TestSignedInboundBurstEndsInOneReply(t *testing.T) {
 		Workers: workers,
 		// conversa.send is inserted, not worked, here: its worker is not in this test.
 		SkipUnknownJobCheck: true,
-		Queues:              map[string]river.QueueConfig{jobs.QueueReply: {MaxWorkers: 2, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}},
-		Middleware:          []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		Queues:              map[string]river.QueueConfig{jobargs.QueueReply: {MaxWorkers: 2, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}},
+		Middleware:          []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	require.NoError(t, err)
 	require.NoError(t, rc.Start(ctx))

@@ -6,12 +6,12 @@ import (
 	"strings"
 )
 
-// ChannelKind returns "whatsapp" for a "whatsapp:" address and "sms" otherwise.
-func ChannelKind(address string) string {
+// KindOf is ChannelWhatsApp for a "whatsapp:" address and ChannelSMS otherwise.
+func KindOf(address string) ChannelKind {
 	if strings.HasPrefix(address, "whatsapp:") {
-		return "whatsapp"
+		return ChannelWhatsApp
 	}
-	return "sms"
+	return ChannelSMS
 }
 
 // Account is a tenant's Twilio account with its numbers.
@@ -51,7 +51,7 @@ func AddAccount(ctx context.Context, db DBTX, tenantID, accountSID string, token
 			INSERT INTO channels (tenant_id, account_id, address, kind) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (address) DO UPDATE SET account_id = EXCLUDED.account_id
 			WHERE channels.tenant_id = EXCLUDED.tenant_id`,
-			tenantID, acc.ID, n, ChannelKind(n))
+			tenantID, acc.ID, n, KindOf(n))
 		if err != nil {
 			return Account{}, fmt.Errorf("add number: %w", err)
 		}

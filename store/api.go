@@ -45,11 +45,11 @@ func (s Scope) filter(col string, args *[]any) string {
 // contact and number, so an operator can tell conversations apart.
 type ConversationView struct {
 	Conversation
-	ContactAddress string  `db:"contact_address" json:"contact_address"`
-	ContactName    *string `db:"contact_name" json:"contact_name"`
-	ContactOptOut  bool    `db:"contact_opted_out" json:"contact_opted_out"`
-	ChannelAddress string  `db:"channel_address" json:"channel_address"`
-	ChannelKind    string  `db:"channel_kind" json:"channel_kind"`
+	ContactAddress string      `db:"contact_address" json:"contact_address"`
+	ContactName    *string     `db:"contact_name" json:"contact_name"`
+	ContactOptOut  bool        `db:"contact_opted_out" json:"contact_opted_out"`
+	ChannelAddress string      `db:"channel_address" json:"channel_address"`
+	ChannelKind    ChannelKind `db:"channel_kind" json:"channel_kind"`
 }
 
 const conversationViewSelect = `
@@ -64,7 +64,7 @@ const conversationViewSelect = `
 // ConversationFilter narrows ListConversations. Conversations come newest
 // first; BeforeID > 0 continues a page after the conversation with that id.
 type ConversationFilter struct {
-	Status   string
+	Status   ConversationStatus
 	BeforeID int64
 	Limit    int
 }
@@ -269,10 +269,10 @@ func QueueDepth(ctx context.Context, db DBTX) ([]QueueCount, error) {
 // errClosed is returned for a change a closed conversation cannot take.
 var errClosed = fmt.Errorf("%w: the conversation is closed", ErrConflict)
 
-// Handoff hands a conversation in scope to a human ("human") or back to the
-// bot ("bot"). A closed conversation is ErrConflict.
-func Handoff(ctx context.Context, db DBTX, scope Scope, id int64, to string) (Conversation, error) {
-	if to != "human" && to != "bot" {
+// Handoff hands a conversation in scope to a person (ConversationHuman) or
+// back to the bot (ConversationBot). A closed conversation is ErrConflict.
+func Handoff(ctx context.Context, db DBTX, scope Scope, id int64, to ConversationStatus) (Conversation, error) {
+	if to != ConversationHuman && to != ConversationBot {
 		return Conversation{}, fmt.Errorf("handoff: %q is not human or bot", to)
 	}
 	args := []any{id, to}

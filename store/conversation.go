@@ -10,16 +10,16 @@ import (
 
 // Conversation is one open (or closed) thread between a contact and a number.
 type Conversation struct {
-	ID                   int64      `db:"id" json:"id"`
-	TenantID             string     `db:"tenant_id" json:"tenant_id"`
-	ChannelID            int64      `db:"channel_id" json:"channel_id"`
-	ContactID            int64      `db:"contact_id" json:"contact_id"`
-	Status               string     `db:"status" json:"status"`
-	Version              int64      `db:"version" json:"version"`
-	LastInboundAt        *time.Time `db:"last_inbound_at" json:"last_inbound_at"`
-	LastInboundMessageID *int64     `db:"last_inbound_message_id" json:"last_inbound_message_id"`
-	CreatedAt            time.Time  `db:"created_at" json:"created_at"`
-	UpdatedAt            time.Time  `db:"updated_at" json:"updated_at"`
+	ID                   int64              `db:"id" json:"id"`
+	TenantID             string             `db:"tenant_id" json:"tenant_id"`
+	ChannelID            int64              `db:"channel_id" json:"channel_id"`
+	ContactID            int64              `db:"contact_id" json:"contact_id"`
+	Status               ConversationStatus `db:"status" json:"status"`
+	Version              int64              `db:"version" json:"version"`
+	LastInboundAt        *time.Time         `db:"last_inbound_at" json:"last_inbound_at"`
+	LastInboundMessageID *int64             `db:"last_inbound_message_id" json:"last_inbound_message_id"`
+	CreatedAt            time.Time          `db:"created_at" json:"created_at"`
+	UpdatedAt            time.Time          `db:"updated_at" json:"updated_at"`
 }
 
 // ConversationColumns is the explicit column list a Conversation scans from.
@@ -39,14 +39,12 @@ func GetConversation(ctx context.Context, db DBTX, tenantID string, id int64) (C
 	return c, nil
 }
 
-// SetConversationStatus hands a conversation to a human ("human"), back to
-// the bot ("bot"), or closes it, bumping its version. Messages that arrive
+// SetConversationStatus hands a conversation to a person (ConversationHuman),
+// back to the bot (ConversationBot), or closes it, bumping its version. Messages that arrive
 // while it is "human" are marked during_handoff at ingest and never answered
 // by the bot.
-func SetConversationStatus(ctx context.Context, db DBTX, tenantID string, id int64, status string) (Conversation, error) {
-	switch status {
-	case "bot", "human", "closed":
-	default:
+func SetConversationStatus(ctx context.Context, db DBTX, tenantID string, id int64, status ConversationStatus) (Conversation, error) {
+	if !status.Valid() {
 		return Conversation{}, fmt.Errorf("set conversation status: %q is not bot, human or closed", status)
 	}
 	rows, err := db.Query(ctx, `

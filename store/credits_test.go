@@ -66,7 +66,7 @@ func TestConcurrentDebitsSpendExactlyTheBalance(t *testing.T) {
 						return
 					}
 					defer tx.Rollback(ctx) //nolint:errcheck
-					_, err = store.DebitReply(ctx, tx, ten.ID, id, tc.price, nil, nil)
+					_, err = store.DebitReply(ctx, tx, ten.ID, id, tc.price)
 					mu.Lock()
 					defer mu.Unlock()
 					switch {
@@ -120,7 +120,7 @@ func TestAddCreditsAndRefundMoveTheBalance(t *testing.T) {
 	require.NoError(t, err)
 	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: "bot", Body: "x", CreditsReserved: 4})
 	require.NoError(t, err)
-	bal, err = store.DebitReply(ctx, tx, ten.ID, id, 4, nil, nil)
+	bal, err = store.DebitReply(ctx, tx, ten.ID, id, 4)
 	require.NoError(t, err)
 	require.EqualValues(t, 103, bal)
 	n, err := store.Refund(ctx, tx, ten.ID, id)
@@ -158,16 +158,12 @@ func TestRepliedEventFollowsTheDebitOnEveryPath(t *testing.T) {
 			id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: "bot", Body: "x", ReplyToID: &reply})
 			require.NoError(t, err)
 
-			claimed := false
-			before := func(b *pgx.Batch) {
-				store.QueueClaimSend(b, ten.ID, id, 1, &claimed)
-				require.NoError(t, store.QueueEvents(b, ten.ID, in.MessageID, store.Event{Kind: "turn.llm"}))
-			}
-			after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, ten.ID, in.MessageID, id, tc.price) }
-			bal, err := store.DebitReply(ctx, tx, ten.ID, id, tc.price, before, after)
+			res, err := store.CommitTurn(ctx, tx, store.TurnCommit{
+				TenantID: ten.ID, ConversationID: in.ConversationID, InboundID: in.MessageID, ReplyID: id,
+				Price: tc.price, Events: []store.Event{{Kind: "turn.llm"}},
+			})
 			require.NoError(t, err)
-			require.Equal(t, tc.balance, bal)
-			require.True(t, claimed)
+			require.Equal(t, tc.balance, res.Balance)
 
 			rows, err := tx.Query(ctx, `SELECT kind, detail FROM message_events WHERE message_id = $1 ORDER BY id`, in.MessageID)
 			require.NoError(t, err)

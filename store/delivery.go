@@ -9,74 +9,33 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// StatusCanceled is Twilio's status for a scheduled message that was
-// cancelled; Conversa stores it as failed with this reason.
-const StatusCanceled = "canceled"
-
-// statusRank orders the non-terminal statuses (SPEC §5.4). A status not in
-// the map is one Conversa does not track (receiving, partially_delivered...).
-var statusRank = map[string]int{
-	StatusPending:   0,
-	StatusQueued:    1,
-	StatusAccepted:  1,
-	"scheduled":     1,
-	StatusSending:   2,
-	StatusSent:      3,
-	StatusDelivered: 4,
-	StatusRead:      5,
-}
-
-// IsTerminalFailure reports whether a status ends a message as not delivered.
-func IsTerminalFailure(status string) bool {
-	return status == StatusFailed || status == StatusUndelivered || status == StatusCanceled
-}
-
-// StatusMoves reports whether a message at status cur moves to next: a
-// status never moves backwards, failed/undelivered are terminal, and a
-// failure never overwrites delivered or read (the customer got it).
-func StatusMoves(cur, next string) bool {
-	if IsTerminalFailure(cur) {
-		return false
-	}
-	curRank, ok := statusRank[cur]
-	if !ok {
-		return false
-	}
-	if IsTerminalFailure(next) {
-		return curRank < statusRank[StatusDelivered]
-	}
-	nextRank, ok := statusRank[next]
-	return ok && nextRank > curRank
-}
 
 // Delivery is an outbound message with everything the sender needs: the
 // contact, the conversation's WhatsApp window and the sending number.
 type Delivery struct {
-	MessageID        int64      `db:"id"`
-	TenantID         string     `db:"tenant_id"`
-	ConversationID   int64      `db:"conversation_id"`
-	Direction        string     `db:"direction"`
-	Status           string     `db:"status"`
-	Body             string     `db:"body"`
-	TwilioSID        *string    `db:"twilio_sid"`
-	SendStartedAt    *time.Time `db:"send_started_at"`
-	CreditsReserved  int        `db:"credits_reserved"`
-	ContactID        int64      `db:"contact_id"`
-	ContactAddress   string     `db:"contact_address"`
-	OptedOut         bool       `db:"opted_out"`
-	LastInboundAt    *time.Time `db:"last_inbound_at"`
-	ReplyToCreatedAt *time.Time `db:"reply_to_created_at"`
-	ChannelID        int64      `db:"channel_id"`
-	ChannelAddress   string     `db:"channel_address"`
-	ChannelKind      string     `db:"channel_kind"`
-	RatePerSecond    *float64   `db:"rate_per_second"`
-	TemplateSID      *string    `db:"template_content_sid"`
-	TemplateVars     []byte     `db:"template_variables"`
-	AccountSID       string     `db:"account_sid"`
-	AuthTokenSealed  []byte     `db:"auth_token_enc"`
+	MessageID        int64         `db:"id"`
+	TenantID         string        `db:"tenant_id"`
+	ConversationID   int64         `db:"conversation_id"`
+	Direction        Direction     `db:"direction"`
+	Status           MessageStatus `db:"status"`
+	Body             string        `db:"body"`
+	TwilioSID        *string       `db:"twilio_sid"`
+	SendStartedAt    *time.Time    `db:"send_started_at"`
+	CreditsReserved  int           `db:"credits_reserved"`
+	ContactID        int64         `db:"contact_id"`
+	ContactAddress   string        `db:"contact_address"`
+	OptedOut         bool          `db:"opted_out"`
+	LastInboundAt    *time.Time    `db:"last_inbound_at"`
+	ReplyToCreatedAt *time.Time    `db:"reply_to_created_at"`
+	ChannelID        int64         `db:"channel_id"`
+	ChannelAddress   string        `db:"channel_address"`
+	ChannelKind      ChannelKind   `db:"channel_kind"`
+	RatePerSecond    *float64      `db:"rate_per_second"`
+	TemplateSID      *string       `db:"template_content_sid"`
+	TemplateVars     []byte        `db:"template_variables"`
+	AccountSID       string        `db:"account_sid"`
+	AuthTokenSealed  []byte        `db:"auth_token_enc"`
 }
 
 // LoadDelivery returns one outbound message of one tenant with its contact
@@ -109,11 +68,11 @@ const deliverySelect = `
 		JOIN twilio_accounts a ON a.id = ch.account_id
 		LEFT JOIN messages ri ON ri.id = m.reply_to_id`
 
-// ClaimSend marks a message as being sent, in its own committed transaction
+// ClaimSend marks a message claimed, in its own committed transaction
 // before Twilio is called, so a later attempt knows an earlier one may have
 // reached Twilio. send_started_at keeps the first claim's time (the lower
 // bound for a look-up in Twilio's message list). It returns false when the
-// message is no longer claimable: it has a Twilio SID or a later status.
+// message is no longer claimable: Twilio has it, or it ended.
 func ClaimSend(ctx context.Context, db DBTX, tenantID string, messageID int64, attempt int) (bool, error) {
 	tag, err := db.Exec(ctx, claimSendSQL, messageID, tenantID, attempt)
 	if err != nil {
@@ -122,20 +81,11 @@ func ClaimSend(ctx context.Context, db DBTX, tenantID string, messageID int64, a
 	return tag.RowsAffected() == 1, nil
 }
 
-// QueueClaimSend queues ClaimSend in a batch; claimed is set when it runs.
-func QueueClaimSend(b *pgx.Batch, tenantID string, messageID int64, attempt int, claimed *bool) {
-	b.Queue(claimSendSQL, messageID, tenantID, attempt).Exec(func(tag pgconn.CommandTag) error {
-		*claimed = tag.RowsAffected() == 1
-		return nil
-	})
-}
-
 const claimSendSQL = `
 		WITH m AS (
-			UPDATE messages SET status = 'sending', send_started_at = COALESCE(send_started_at, clock_timestamp()),
+			UPDATE messages SET status = 'claimed', send_started_at = COALESCE(send_started_at, clock_timestamp()),
 			       updated_at = now()
-			WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound'
-			  AND status IN ('pending', 'sending') AND twilio_sid IS NULL
+			WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status IN ('pending', 'claimed')
 			RETURNING id
 		)
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
@@ -147,7 +97,7 @@ const claimSendSQL = `
 func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kind string, detail map[string]any) error {
 	_, err := db.Exec(ctx, `
 		UPDATE messages SET status = 'pending', updated_at = now()
-		WHERE id = $1 AND tenant_id = $2 AND status = 'sending' AND twilio_sid IS NULL`, messageID, tenantID)
+		WHERE id = $1 AND tenant_id = $2 AND status = 'claimed'`, messageID, tenantID)
 	if err != nil {
 		return fmt.Errorf("unclaim: %w", err)
 	}
@@ -163,7 +113,7 @@ func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kin
 // status callback can commit before the UPDATE: the UPDATE therefore only
 // applies to the row as it was read, and otherwise the read is done again
 // (a lost update here once moved a message from "sent" back to "queued").
-func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (bool, error) {
+func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid string, status MessageStatus, how string) (bool, error) {
 	for try := 1; ; try++ {
 		ok, changed, err := markSent(ctx, db, tenantID, messageID, sid, status, how)
 		if !changed {
@@ -177,8 +127,8 @@ func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 
 // markSent is one try of MarkSent; changed reports that the row changed
 // after it was read, so nothing was written.
-func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid, status, how string) (ok, changed bool, err error) {
-	var cur string
+func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid string, status MessageStatus, how string) (ok, changed bool, err error) {
+	var cur MessageStatus
 	var curSID *string
 	err = db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
 		messageID, tenantID).Scan(&cur, &curSID)
@@ -199,15 +149,16 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
 	}
+	// Twilio's answer moves the status on (a claim becomes Twilio's
+	// "queued", say); a failure comes only by callback (ApplyStatus). A
+	// message Twilio has is never claimed: a status Conversa does not track
+	// leaves it queued.
 	next := cur
-	switch {
-	case curSID == nil && cur == StatusSending && !IsTerminalFailure(status) && statusRank[status] > 0:
-		// "sending" was only our claim before calling Twilio: Twilio's
-		// answer replaces it, even "queued", or a message whose status
-		// callbacks are lost would look stuck in "sending" for good.
+	if Moves(cur, status) && !status.Failure() {
 		next = status
-	case StatusMoves(cur, status) && !IsTerminalFailure(status):
-		next = status
+	}
+	if next == StatusClaimed {
+		next = StatusQueued
 	}
 	// The "send.accepted" event is written by the same statement, so on a
 	// pool it cannot land in the trace after a callback that follows it.
@@ -238,17 +189,32 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	return true, false, nil
 }
 
+// FailUnsent fails a message Twilio has not got (pending or claimed) with
+// reason, as MarkFailed does; a message Twilio has is left to its status
+// callbacks and false returned.
+func FailUnsent(ctx context.Context, db DBTX, tenantID string, messageID int64, reason string) (bool, error) {
+	var cur MessageStatus
+	err := db.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, messageID, tenantID).Scan(&cur)
+	if err != nil {
+		return false, fmt.Errorf("fail unsent: %w", notFound(err))
+	}
+	if !cur.Unsent() {
+		return false, nil
+	}
+	return MarkFailed(ctx, db, tenantID, messageID, "", reason)
+}
+
 // MarkFailed ends a message as failed with Twilio's error code (empty for
 // none) and a reason, and refunds its credits. A message already delivered,
 // or already failed, is left as it is; the function then returns false.
 func MarkFailed(ctx context.Context, db DBTX, tenantID string, messageID int64, code, reason string) (bool, error) {
-	var cur string
+	var cur MessageStatus
 	err := db.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
 		messageID, tenantID).Scan(&cur)
 	if err != nil {
 		return false, fmt.Errorf("mark failed: %w", notFound(err))
 	}
-	if !StatusMoves(cur, StatusFailed) {
+	if !cur.CanMove(StatusFailed) {
 		return false, nil
 	}
 	_, err = db.Exec(ctx, `
@@ -319,7 +285,7 @@ func MessageBySID(ctx context.Context, db DBTX, sid string) (int64, error) {
 }
 
 // UnresolvedSendsBefore counts the replies of a conversation with the same
-// body whose send outcome is unknown too (claimed, no SID) and that were
+// body whose send outcome is unknown too (claimed) and that were
 // claimed before this one: in a Twilio list look-up they have first claim
 // on the older copies, which cannot be told apart by their words.
 func UnresolvedSendsBefore(ctx context.Context, db DBTX, tenantID string, conversationID, messageID int64, body string, claimedAt time.Time) (int, error) {
@@ -327,7 +293,7 @@ func UnresolvedSendsBefore(ctx context.Context, db DBTX, tenantID string, conver
 	err := db.QueryRow(ctx, `
 		SELECT count(*) FROM messages
 		WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'outbound' AND id <> $3
-		  AND body = $4 AND status = 'sending' AND twilio_sid IS NULL
+		  AND body = $4 AND status = 'claimed'
 		  AND (send_started_at, id) < ($5, $3)`, tenantID, conversationID, messageID, body, claimedAt).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("unresolved sends before: %w", err)
@@ -383,7 +349,7 @@ type StatusUpdate struct {
 	TenantID   string
 	MessageID  int64
 	MessageSID string
-	Status     string
+	Status     MessageStatus
 	ErrorCode  string
 }
 
@@ -393,7 +359,7 @@ type StatusUpdate struct {
 // the SID when the message has none yet (the send's answer was lost). Every
 // report is a trace event, applied or not. Run it in a transaction.
 func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
-	var cur string
+	var cur MessageStatus
 	var curSID *string
 	err := db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
 		u.MessageID, u.TenantID).Scan(&cur, &curSID)
@@ -418,7 +384,7 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 			return false, fmt.Errorf("apply status: %w", err)
 		}
 	}
-	moves := StatusMoves(cur, u.Status)
+	moves := Moves(cur, u.Status)
 	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status.callback", map[string]any{
 		"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode, "from": cur, "applied": moves,
 	}); err != nil {
@@ -427,12 +393,9 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 	if !moves {
 		return false, nil
 	}
-	if IsTerminalFailure(u.Status) {
-		reason := "twilio_" + u.Status
-		stored := u.Status
-		if stored == StatusCanceled {
-			stored = StatusFailed
-		}
+	if u.Status.Failure() {
+		reason := "twilio_" + string(u.Status)
+		stored := u.Status.Stores()
 		_, err = db.Exec(ctx, `
 			UPDATE messages SET status = $3, error_code = NULLIF($4, ''), error_reason = $5, updated_at = now()
 			WHERE id = $1 AND tenant_id = $2`, u.MessageID, u.TenantID, stored, u.ErrorCode, reason)

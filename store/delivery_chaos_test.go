@@ -14,9 +14,9 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Twilio's "queued" answer replaces the send's own "sending" claim. Found by
+// Twilio's "queued" answer replaces the send's own claim. Found by
 // the chaos run: when the server was down for the status callbacks, accepted
-// replies stayed "sending" (with their SID) for good and looked stuck.
+// replies stayed claimed (with their SID) for good and looked stuck.
 func TestMarkSentReplacesTheSendClaim(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -85,7 +85,7 @@ func TestMarkSentDoesNotOverwriteAConcurrentCallback(t *testing.T) {
 
 	db := &interleaved{DBTX: pool, match: "UPDATE messages", before: func() {
 		// The status callbacks win the race: queued (records the SID), then sent.
-		for _, st := range []string{store.StatusQueued, store.StatusSent} {
+		for _, st := range []store.MessageStatus{store.StatusQueued, store.StatusSent} {
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
 			_, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: id, MessageSID: sid, Status: st})
@@ -134,7 +134,7 @@ func TestMarkSentRecordsAcceptedBeforeLaterCallbacks(t *testing.T) {
 	ten, id := claimedReply(t, pool)
 	sid := "SM" + testdb.Unique() + testdb.Unique()
 	db := &interleaved{DBTX: pool, match: "INSERT INTO message_events", before: func() {
-		for _, st := range []string{store.StatusSent, store.StatusDelivered} {
+		for _, st := range []store.MessageStatus{store.StatusSent, store.StatusDelivered} {
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
 			_, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: id, MessageSID: sid, Status: st})

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,30 +11,67 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-func TestStatusMoves(t *testing.T) {
+// TestMessageStateMachine walks every pair of statuses: the moves the
+// table allows are exactly the ones listed here, each stored status is one
+// the database takes, and anything else is refused by the database.
+func TestMessageStateMachine(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		cur, next string
-		moves     bool
-	}{
-		{"pending", "sending", true},
-		{"sending", "queued", false},
-		{"sending", "sent", true},
-		{"sent", "delivered", true},
-		{"delivered", "sent", false},
-		{"delivered", "read", true},
-		{"read", "delivered", false},
-		{"sent", "failed", true},
-		{"sent", "undelivered", true},
-		{"delivered", "undelivered", false},
-		{"failed", "delivered", false},
-		{"undelivered", "failed", false},
-		{"sent", "canceled", true},
-		{"sent", "receiving", false},
-		{"sent", "sent", false},
-	} {
-		require.Equal(t, tc.moves, store.StatusMoves(tc.cur, tc.next), "%s -> %s", tc.cur, tc.next)
+	allowed := map[store.MessageStatus][]store.MessageStatus{
+		"pending":   {"claimed", "failed"},
+		"claimed":   {"pending", "queued", "accepted", "scheduled", "sending", "sent", "delivered", "read", "failed", "undelivered"},
+		"queued":    {"sending", "sent", "delivered", "read", "failed", "undelivered"},
+		"accepted":  {"sending", "sent", "delivered", "read", "failed", "undelivered"},
+		"scheduled": {"sending", "sent", "delivered", "read", "failed", "undelivered"},
+		"sending":   {"sent", "delivered", "read", "failed", "undelivered"},
+		"sent":      {"delivered", "read", "failed", "undelivered"},
+		"delivered": {"read"},
 	}
+	all := store.AllStatuses()
+	require.Len(t, all, 12)
+	for _, cur := range all {
+		require.True(t, cur.Stored(), cur)
+		for _, next := range all {
+			require.Equal(t, slices.Contains(allowed[cur], next), cur.CanMove(next), "%s -> %s", cur, next)
+		}
+	}
+	// Twilio's reports: only its statuses move a message, canceled as failed.
+	require.True(t, store.Moves("sent", "canceled"))
+	require.False(t, store.Moves("delivered", "canceled"))
+	require.False(t, store.Moves("sent", "receiving"))
+	require.False(t, store.Moves("claimed", "pending"), "not a status Twilio reports")
+
+	ctx := context.Background()
+	tx := testdb.Tx(t)
+	ten := testdb.NewTenant(t, tx, 1)
+	ch, err := store.ChannelByAddress(ctx, tx, ten.SMS)
+	require.NoError(t, err)
+	in, err := store.InsertInbound(ctx, tx, store.Inbound{TenantID: ten.ID, ChannelID: ch.ID, From: testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique(), Body: "hi"})
+	require.NoError(t, err)
+	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: store.AuthorBot, Body: "x"})
+	require.NoError(t, err)
+	set := func(status store.MessageStatus, sid *string) error {
+		_, err := tx.Exec(ctx, `SAVEPOINT s`)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, `UPDATE messages SET status = $2, twilio_sid = $3 WHERE id = $1`, id, status, sid)
+		_, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT s`)
+		require.NoError(t, rerr)
+		return err
+	}
+	sid := "SM" + testdb.Unique()
+	for _, st := range all {
+		if st == store.StatusReceived {
+			continue // inbound only
+		}
+		var withSID *string
+		if st != store.StatusClaimed && st != store.StatusPending {
+			withSID = &sid
+		}
+		require.NoError(t, set(st, withSID), st)
+	}
+	require.Error(t, set("canceled", &sid), "stored as failed, never as canceled")
+	require.Error(t, set("bogus", nil))
+	require.Error(t, set("received", nil), "received is inbound only")
+	require.Error(t, set(store.StatusClaimed, &sid), "a claimed message has no SID")
 }
 
 func TestMarkFailedRefundsOnce(t *testing.T) {

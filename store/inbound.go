@@ -36,7 +36,7 @@ type InboundResult struct {
 	MessageID          int64
 	ConversationID     int64
 	ContactID          int64
-	ConversationStatus string
+	ConversationStatus ConversationStatus
 	OptedOut           bool
 }
 
@@ -154,17 +154,6 @@ func InsertInboundBatch(ctx context.Context, tx DBTX, ins []Inbound) ([]InboundR
 	return out, nil
 }
 
-// InboundExists reports whether a MessageSid is already stored: a cheap check
-// that lets a redelivered webhook skip the transaction entirely.
-func InboundExists(ctx context.Context, db DBTX, messageSID string) (bool, error) {
-	var ok bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1)`, messageSID).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("inbound exists: %w", err)
-	}
-	return ok, nil
-}
-
 // AddEvent appends one event to a message's trace.
 func AddEvent(ctx context.Context, db DBTX, tenantID string, messageID int64, kind string, detail any) error {
 	if detail == nil {
@@ -201,19 +190,6 @@ func AddEvents(ctx context.Context, db DBTX, tenantID string, messageID int64, e
 	if _, err = db.Exec(ctx, addEventsSQL, tenantID, messageID, b); err != nil {
 		return fmt.Errorf("add events: %w", err)
 	}
-	return nil
-}
-
-// QueueEvents queues AddEvents in a batch.
-func QueueEvents(b *pgx.Batch, tenantID string, messageID int64, events ...Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	j, err := eventsJSON(events)
-	if err != nil {
-		return err
-	}
-	b.Queue(addEventsSQL, tenantID, messageID, j)
 	return nil
 }
 

@@ -16,7 +16,7 @@ import (
 type MemoryTurn struct {
 	ID int64 `db:"id" json:"id"`
 	// Author is contact, bot or human.
-	Author        string `db:"author" json:"a"`
+	Author        Author `db:"author" json:"a"`
 	Body          string `db:"body" json:"b"`
 	DuringHandoff bool   `db:"during_handoff" json:"h,omitempty"`
 	// Media and Transcript are an inbound message's attachments and its
@@ -120,7 +120,8 @@ func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversat
 	return turns, source, nil
 }
 
-// Forget drops a conversation's cached turns (after an operator edits history).
+// Forget drops a conversation's cached turns (after a stored turn changed,
+// e.g. a voice note's transcript was written).
 func (m *Memory) Forget(ctx context.Context, tenantID string, conversationID int64) {
 	if m.Redis == nil {
 		return

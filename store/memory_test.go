@@ -59,7 +59,7 @@ func TestMemoryRebuildsRedisFromPostgres(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "redis", source)
 	require.Len(t, turns, 3)
-	require.Equal(t, "human", turns[2].Author, "messages after the cache come from Postgres")
+	require.EqualValues(t, "human", turns[2].Author, "messages after the cache come from Postgres")
 
 	// Past the summary's end, cached turns are not returned again.
 	turns, _, err = mem.Recent(ctx, tx, ten.ID, last.ConversationID, turns[1].ID)
@@ -67,7 +67,10 @@ func TestMemoryRebuildsRedisFromPostgres(t *testing.T) {
 	require.Len(t, turns, 1)
 
 	// Redis lost: the next read rebuilds from Postgres.
-	mem.Forget(ctx, ten.ID, last.ConversationID)
+	keys, err := rdb.Keys(ctx, mem.Prefix+"*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	require.NoError(t, rdb.Del(ctx, keys...).Err())
 	_, source, err = mem.Recent(ctx, tx, ten.ID, last.ConversationID, 0)
 	require.NoError(t, err)
 	require.Equal(t, "postgres", source)
@@ -118,9 +121,9 @@ func TestDebitReplyNeverGoesBelowZero(t *testing.T) {
 	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: last.ConversationID, Author: "bot", Body: "x", ReplyToID: &reply})
 	require.NoError(t, err)
 
-	_, err = store.DebitReply(ctx, tx, ten.ID, id, 6, nil, nil)
+	_, err = store.DebitReply(ctx, tx, ten.ID, id, 6)
 	require.ErrorIs(t, err, store.ErrNoCredits)
-	balance, err := store.DebitReply(ctx, tx, ten.ID, id, 5, nil, nil)
+	balance, err := store.DebitReply(ctx, tx, ten.ID, id, 5)
 	require.NoError(t, err)
 	require.Zero(t, balance)
 }

@@ -10,42 +10,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Outbound message statuses, lowest rank first. pending: written, not yet
-// claimed by conversa.send; sending: claimed (an attempt may have reached
-// Twilio); then Twilio's own. failed and undelivered are terminal.
-const (
-	StatusPending     = "pending"
-	StatusQueued      = "queued"
-	StatusAccepted    = "accepted"
-	StatusSending     = "sending"
-	StatusSent        = "sent"
-	StatusDelivered   = "delivered"
-	StatusRead        = "read"
-	StatusFailed      = "failed"
-	StatusUndelivered = "undelivered"
-	// StatusReceived is every inbound message's status.
-	StatusReceived = "received"
-)
-
-// Message is one message as the API shows it (SPEC §7).
+// Message is one message as the API shows it (docs/operations.md).
 type Message struct {
-	ID             int64     `db:"id" json:"id"`
-	TenantID       string    `db:"tenant_id" json:"-"`
-	ConversationID int64     `db:"conversation_id" json:"conversation_id"`
-	Direction      string    `db:"direction" json:"direction"`
-	Author         string    `db:"author" json:"author"`
-	Body           string    `db:"body" json:"body"`
-	Media          []Media   `db:"media" json:"media"`
-	Transcript     *string   `db:"transcript" json:"transcript,omitempty"` // a voice note's words (SetTranscript)
-	Status         string    `db:"status" json:"status"`
-	ErrorCode      *string   `db:"error_code" json:"error_code"`
-	ErrorReason    *string   `db:"error_reason" json:"error_reason,omitempty"`
-	TwilioSID      *string   `db:"twilio_sid" json:"twilio_sid"`
-	ReplyToID      *int64    `db:"reply_to_id" json:"reply_to_id,omitempty"`
-	DuringHandoff  bool      `db:"during_handoff" json:"during_handoff"`
-	Agent          *string   `db:"agent" json:"agent,omitempty"`
-	CreatedAt      time.Time `db:"created_at" json:"created_at"`
-	UpdatedAt      time.Time `db:"updated_at" json:"updated_at"`
+	ID             int64         `db:"id" json:"id"`
+	TenantID       string        `db:"tenant_id" json:"-"`
+	ConversationID int64         `db:"conversation_id" json:"conversation_id"`
+	Direction      Direction     `db:"direction" json:"direction"`
+	Author         Author        `db:"author" json:"author"`
+	Body           string        `db:"body" json:"body"`
+	Media          []Media       `db:"media" json:"media"`
+	Transcript     *string       `db:"transcript" json:"transcript,omitempty"` // a voice note's words (SetTranscript)
+	Status         MessageStatus `db:"status" json:"status"`
+	ErrorCode      *string       `db:"error_code" json:"error_code"`
+	ErrorReason    *string       `db:"error_reason" json:"error_reason,omitempty"`
+	TwilioSID      *string       `db:"twilio_sid" json:"twilio_sid"`
+	ReplyToID      *int64        `db:"reply_to_id" json:"reply_to_id,omitempty"`
+	DuringHandoff  bool          `db:"during_handoff" json:"during_handoff"`
+	Agent          *string       `db:"agent" json:"agent,omitempty"`
+	CreatedAt      time.Time     `db:"created_at" json:"created_at"`
+	UpdatedAt      time.Time     `db:"updated_at" json:"updated_at"`
 }
 
 // MessageColumns is the explicit column list a Message scans from.
@@ -69,8 +52,8 @@ func GetMessage(ctx context.Context, db DBTX, tenantID string, id int64) (Messag
 type Outbound struct {
 	TenantID       string
 	ConversationID int64
-	// Author is "bot" or "human".
-	Author string
+	// Author is AuthorBot or AuthorHuman.
+	Author Author
 	Body   string
 	// ReplyToID is, for a bot reply, the inbound message closing the turn.
 	// It is unique: a turn can write one reply only.
@@ -98,7 +81,7 @@ const insertOutboundSQL = `
 
 // outboundArgs are insertOutboundSQL's arguments for o.
 func outboundArgs(o Outbound) ([]any, error) {
-	if o.Author != "bot" && o.Author != "human" {
+	if o.Author != AuthorBot && o.Author != AuthorHuman {
 		return nil, fmt.Errorf("insert outbound: author %q is not bot or human", o.Author)
 	}
 	event := o.Event

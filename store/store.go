@@ -16,12 +16,6 @@ type DBTX interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// Beginner starts transactions; workers take one instead of a concrete pool so
-// tests can hand them the test's own transaction.
-type Beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
 var (
 	// ErrNotFound is returned when a row the caller named does not exist (or
 	// belongs to another tenant: the two are indistinguishable on purpose).

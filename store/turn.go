@@ -17,18 +17,18 @@ var ErrNoCredits = errors.New("no credits")
 // whether it is still the newest turn, still the bot's to answer, the
 // contact still opted in, the tenant able to pay, and the memory summary.
 type TurnState struct {
-	ConversationID       int64  `db:"id"`
-	Status               string `db:"status"`
-	LastInboundMessageID *int64 `db:"last_inbound_message_id"`
+	ConversationID       int64              `db:"id"`
+	Status               ConversationStatus `db:"status"`
+	LastInboundMessageID *int64             `db:"last_inbound_message_id"`
 	// QuietSeconds is how long ago the last inbound message arrived, by the
 	// database's clock (so app and database clocks need not agree).
-	QuietSeconds     float64 `db:"quiet_seconds"`
-	OptedOut         bool    `db:"opted_out"`
-	Credits          int64   `db:"credits"`
-	ReplyPrice       int     `db:"reply_price"`
-	Summary          string  `db:"summary"`
-	SummaryThroughID int64   `db:"summary_through_id"`
-	ChannelKind      string  `db:"channel_kind"`
+	QuietSeconds     float64     `db:"quiet_seconds"`
+	OptedOut         bool        `db:"opted_out"`
+	Credits          int64       `db:"credits"`
+	ReplyPrice       int         `db:"reply_price"`
+	Summary          string      `db:"summary"`
+	SummaryThroughID int64       `db:"summary_through_id"`
+	ChannelKind      ChannelKind `db:"channel_kind"`
 	// CurrentAgent is the agent of the bot's last reply ("" for none).
 	CurrentAgent string `db:"current_agent"`
 }
@@ -76,17 +76,15 @@ func GetTurnInputs(ctx context.Context, db DBTX, tenantID string, conversationID
 }
 
 // ReplyStart is how a turn's transaction begins: the conversation's turn
-// state, locked, and the reply written, with what sending it needs.
+// state, locked, and the reply written.
 type ReplyStart struct {
 	State TurnState
 	// ReplyID is 0 when the turn already has its reply (nothing written).
 	ReplyID int64
-	// Delivery is the written reply as the sender reads it.
-	Delivery Delivery
 }
 
-// StartReply locks the conversation's turn state, writes the reply o (as
-// InsertOutbound does) and reads it back as a Delivery, in one round trip.
+// StartReply locks the conversation's turn state and writes the reply o (as
+// InsertOutbound does), in one round trip.
 // The caller must check State before committing: the reply is written
 // whatever it says, so a turn that must not answer rolls back.
 func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
@@ -111,14 +109,6 @@ func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
 		}
 		return err
 	})
-	b.Queue(deliverySelect+` WHERE m.reply_to_id = $1 AND m.tenant_id = $2`, *o.ReplyToID, o.TenantID).Query(func(rows pgx.Rows) error {
-		d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delivery])
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		out.Delivery = d
-		return err
-	})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return out, err
@@ -132,6 +122,67 @@ func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
 // concurrent turns of one tenant do not queue on one row (migration 0004).
 const creditStripes = 16
 
+// TurnCommit is what an answered turn writes after StartReply wrote its
+// reply: the worker hands it over as data and CommitTurn batches it.
+type TurnCommit struct {
+	TenantID       string
+	ConversationID int64
+	// InboundID is the message closing the turn, which carries the turn's
+	// trace; ReplyID is the reply StartReply wrote.
+	InboundID, ReplyID int64
+	// Price is what the reply costs (debited now, refunded if it fails).
+	Price int
+	// Summary, when not nil, advances the conversation's running summary.
+	Summary *SummaryUpdate
+	// Handoff hands the conversation to a person.
+	Handoff bool
+	// Events are the turn's trace events on the inbound message, in order;
+	// turn.replied (the debit and balance) follows them.
+	Events []Event
+}
+
+// SummaryUpdate is a new running summary covering the turns through ThroughID.
+type SummaryUpdate struct {
+	Text      string
+	ThroughID int64
+}
+
+// TurnResult is what CommitTurn did.
+type TurnResult struct {
+	// Balance is the tenant's balance after the debit.
+	Balance int64
+}
+
+// CommitTurn writes an answered turn in tx, in one round trip when a credit
+// stripe is free: the summary, the handoff, the trace events, the debit of
+// the reply and the turn.replied event. The debit comes last so the credit
+// stripe it locks is held only until the commit. A tenant that can no
+// longer pay is ErrNoCredits; the caller then rolls tx back.
+func CommitTurn(ctx context.Context, tx DBTX, p TurnCommit) (TurnResult, error) {
+	events, err := eventsJSON(p.Events)
+	if err != nil {
+		return TurnResult{}, fmt.Errorf("commit turn: %w", err)
+	}
+	before := func(b *pgx.Batch) {
+		if p.Summary != nil {
+			b.Queue(setSummarySQL, p.ConversationID, p.TenantID, p.Summary.Text, p.Summary.ThroughID)
+		}
+		if p.Handoff {
+			b.Queue(`UPDATE conversations SET status = $3, version = version + 1, updated_at = now()
+				WHERE id = $1 AND tenant_id = $2`, p.ConversationID, p.TenantID, ConversationHuman)
+		}
+		if len(p.Events) > 0 {
+			b.Queue(addEventsSQL, p.TenantID, p.InboundID, events)
+		}
+	}
+	after := func(b *pgx.Batch) { queueRepliedEvent(b, p.TenantID, p.InboundID, p.ReplyID, p.Price) }
+	balance, err := debit(ctx, tx, p.TenantID, p.ReplyID, p.Price, before, after)
+	if err != nil {
+		return TurnResult{}, err
+	}
+	return TurnResult{Balance: balance}, nil
+}
+
 // DebitReply charges a tenant amount credits for the reply messageID: one
 // 'reply' ledger row (unique per message) and the balance, which never goes
 // below zero. It returns the new balance, or ErrNoCredits. db must be a
@@ -144,13 +195,17 @@ const creditStripes = 16
 // lock every stripe in stripe order, as AddCredits does, and gather the
 // balance into stripe 0; a transaction never waits for a stripe while holding
 // another out of order, so debits cannot deadlock each other.
-//
-// before queues statements sent ahead of the debit in its first round trip,
-// after queues statements behind it (either may be nil). after may run more
-// than once, each time after a debit attempt that may have found no stripe,
-// so it must write only when the debit happened (see QueueRepliedEvent);
+func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int) (int64, error) {
+	return debit(ctx, db, tenantID, messageID, amount, nil, nil)
+}
+
+// debit is DebitReply with statements of CommitTurn's around it: before
+// queues statements sent ahead of the debit in its first round trip, after
+// queues statements behind it (either may be nil). after may run more than
+// once, each time after a debit attempt that may have found no stripe, so
+// it must write only when the debit happened (see queueRepliedEvent);
 // before runs once.
-func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
+func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
 	start := rand.IntN(creditStripes)
 	// First a stripe no one holds; then, every stripe that could pay being
 	// busy (or none can), wait for one.
@@ -209,11 +264,11 @@ func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, 
 	return total - int64(amount), nil
 }
 
-// QueueRepliedEvent queues the turn.replied trace event on the inbound
+// queueRepliedEvent queues the turn.replied trace event on the inbound
 // message: the reply, what it cost and the balance after it. It writes only
 // once the reply's debit is in the ledger, so it can follow each attempt of
-// DebitReply.
-func QueueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
+// debit.
+func queueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
 	b.Queue(`
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
 		SELECT $1, $2, 'turn.replied', jsonb_build_object(
@@ -222,18 +277,11 @@ func QueueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, 
 		tenantID, inboundID, replyID, amount)
 }
 
-// SetSummary advances a conversation's running summary to cover the turns
-// through throughID. It never moves the summary backwards.
-func SetSummary(ctx context.Context, db DBTX, tenantID string, conversationID int64, summary string, throughID int64) error {
-	_, err := db.Exec(ctx, `
+// setSummarySQL advances a conversation's running summary to cover the turns
+// through $4. It never moves the summary backwards.
+const setSummarySQL = `
 		UPDATE conversations SET summary = $3, summary_through_id = $4, updated_at = now()
-		WHERE id = $1 AND tenant_id = $2 AND summary_through_id < $4`,
-		conversationID, tenantID, summary, throughID)
-	if err != nil {
-		return fmt.Errorf("set summary: %w", err)
-	}
-	return nil
-}
+		WHERE id = $1 AND tenant_id = $2 AND summary_through_id < $4`
 
 // queueDebit queues the debit of one stripe that can pay, the first from
 // start on. With skipLocked it takes a stripe no one holds; without, it

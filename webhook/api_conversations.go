@@ -8,7 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -23,10 +23,8 @@ func (s *server) listConversations(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	status := c.Query("status")
-	switch status {
-	case "", "bot", "human", "closed":
-	default:
+	status := store.ConversationStatus(c.Query("status"))
+	if status != "" && !status.Valid() {
 		s.apiError(c, invalid("status must be bot, human or closed"))
 		return
 	}
@@ -81,7 +79,7 @@ func (s *server) listMessages(c *gin.Context) {
 }
 
 // Body limits per channel (Twilio's: SMS 1,600 characters, WhatsApp 4,096).
-var maxBody = map[string]int{"sms": 1600, "whatsapp": 4096}
+var maxBody = map[store.ChannelKind]int{store.ChannelSMS: 1600, store.ChannelWhatsApp: 4096}
 
 // sendMessage handles POST /api/v1/conversations/:id/messages: an operator's
 // message, written as pending together with its conversa.send job in one
@@ -117,7 +115,7 @@ func (s *server) sendMessage(c *gin.Context) {
 		return
 	}
 	switch {
-	case conv.Status == "closed":
+	case conv.Status == store.ConversationClosed:
 		s.apiError(c, fmt.Errorf("%w: the conversation is closed", store.ErrConflict))
 		return
 	case conv.ContactOptOut:
@@ -127,16 +125,16 @@ func (s *server) sendMessage(c *gin.Context) {
 	msgID, err := store.InsertOutbound(ctx, tx, store.Outbound{
 		TenantID:       conv.TenantID,
 		ConversationID: conv.ID,
-		Author:         "human",
+		Author:         store.AuthorHuman,
 		Body:           body,
 		EventKind:      "message.created",
-		Event:          map[string]any{"author": "human", "via": "api"},
+		Event:          map[string]any{"author": store.AuthorHuman, "via": "api"},
 	})
 	if err != nil {
 		s.apiError(c, err)
 		return
 	}
-	if _, err := s.River.InsertTx(ctx, tx, jobs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
+	if _, err := s.River.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
 		s.apiError(c, fmt.Errorf("insert send job: %w", err))
 		return
 	}
@@ -162,13 +160,13 @@ func (s *server) handoff(c *gin.Context) {
 		return
 	}
 	var req struct {
-		To string `json:"to"`
+		To store.ConversationStatus `json:"to"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
 		return
 	}
-	if req.To != "human" && req.To != "bot" {
+	if req.To != store.ConversationHuman && req.To != store.ConversationBot {
 		s.apiError(c, invalid(`to must be "human" or "bot"`))
 		return
 	}

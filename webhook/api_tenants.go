@@ -72,7 +72,7 @@ func (s *server) addAccount(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	// SIDs are opaque (SPEC §4): only emptiness and size are checked.
+	// SIDs are opaque: only emptiness and size are checked.
 	sid, err := textField("account_sid", req.AccountSID, true, 128)
 	if err != nil {
 		s.apiError(c, err)

@@ -238,9 +238,9 @@ func TestAPIConversationsMessagesAndTrace(t *testing.T) {
 	w := newWorld(t, o)
 	key := bearer(w.ten.APIKey)
 
-	require.Equal(t, "inbound", w.msg.Direction)
+	require.EqualValues(t, "inbound", w.msg.Direction)
 	require.Equal(t, "hello", w.msg.Body)
-	require.Equal(t, "received", w.msg.Status)
+	require.EqualValues(t, "received", w.msg.Status)
 	require.Equal(t, w.sid, *w.msg.TwilioSID)
 	require.Equal(t, w.conv.ID, w.msg.ConversationID)
 	require.NotEmpty(t, w.msg.CreatedAt)
@@ -265,7 +265,7 @@ func TestAPIConversationsMessagesAndTrace(t *testing.T) {
 
 	// Handoff to a human, then back.
 	conv := call[conversation](t, o, "POST", "/api/v1/conversations/"+id(w.conv.ID)+"/handoff", key, map[string]string{"to": "human"}, 200)
-	require.Equal(t, "human", conv.Status)
+	require.EqualValues(t, "human", conv.Status)
 	humans := call[listOf[conversation]](t, o, "GET", "/api/v1/conversations?status=human", key, nil, 200)
 	require.Len(t, humans.Items, 1)
 	bots := call[listOf[conversation]](t, o, "GET", "/api/v1/conversations?status=bot", key, nil, 200)
@@ -273,9 +273,9 @@ func TestAPIConversationsMessagesAndTrace(t *testing.T) {
 
 	// A human sends: the outbound row and its send job commit together.
 	sent := call[message](t, o, "POST", "/api/v1/conversations/"+id(w.conv.ID)+"/messages", key, map[string]string{"body": "A person here."}, 202)
-	require.Equal(t, "outbound", sent.Direction)
-	require.Equal(t, "human", sent.Author)
-	require.Equal(t, "pending", sent.Status)
+	require.EqualValues(t, "outbound", sent.Direction)
+	require.EqualValues(t, "human", sent.Author)
+	require.EqualValues(t, "pending", sent.Status)
 	var jobs int
 	require.NoError(t, testdb.Pool(t).QueryRow(context.Background(),
 		`SELECT count(*) FROM river_job WHERE kind = 'conversa.send' AND (args->>'message_id')::bigint = $1 AND args->>'tenant_id' = $2`,
@@ -291,7 +291,7 @@ func TestAPIConversationsMessagesAndTrace(t *testing.T) {
 	require.Equal(t, []int64{w.msg.ID, sent.ID}, []int64{msgs.Items[0].ID, msgs.Items[1].ID}, "oldest first")
 
 	conv = call[conversation](t, o, "POST", "/api/v1/conversations/"+id(w.conv.ID)+"/handoff", key, map[string]string{"to": "bot"}, 200)
-	require.Equal(t, "bot", conv.Status)
+	require.EqualValues(t, "bot", conv.Status)
 }
 
 func TestAPITraceFollowsTheReply(t *testing.T) {
@@ -428,7 +428,7 @@ func TestAPITenantIsolation(t *testing.T) {
 	// Nothing changed for either tenant.
 	for _, w := range []world{a, b} {
 		conv := call[listOf[conversation]](t, o, "GET", "/api/v1/conversations", bearer(w.ten.APIKey), nil, 200)
-		require.Equal(t, "bot", conv.Items[0].Status)
+		require.EqualValues(t, "bot", conv.Items[0].Status)
 		msgs := call[listOf[message]](t, o, "GET", "/api/v1/conversations/"+id(w.conv.ID)+"/messages", bearer(w.ten.APIKey), nil, 200)
 		require.Len(t, msgs.Items, 1)
 		var accounts, agents int

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
 )
@@ -30,7 +30,7 @@ func edge(t *testing.T, debounce time.Duration) http.Handler {
 	t.Helper()
 	pool := testdb.Pool(t)
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Middleware: []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	require.NoError(t, err)
 	return webhook.NewHandler(webhook.Deps{

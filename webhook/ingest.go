@@ -6,7 +6,7 @@ import (
 
 	"github.com/riverqueue/river"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -74,12 +74,12 @@ func (s *server) commitInbound(ctx context.Context, ins []store.Inbound) ([]stor
 // human has the conversation, not for an opted-out contact, and not for an
 // opt-out/opt-in keyword itself.
 func answerable(res store.InboundResult, in store.Inbound) bool {
-	return res.ConversationStatus == "bot" && !res.OptedOut && in.OptOut == nil
+	return res.ConversationStatus == store.ConversationBot && !res.OptedOut && in.OptOut == nil
 }
 
 // turnArgs is the conversa.reply job for a new inbound message.
-func (s *server) turnArgs(tenantID string, res store.InboundResult) jobs.ReplyArgs {
-	return jobs.ReplyArgs{TenantID: tenantID, ConversationID: res.ConversationID, MessageID: res.MessageID}
+func (s *server) turnArgs(tenantID string, res store.InboundResult) jobargs.ReplyArgs {
+	return jobargs.ReplyArgs{TenantID: tenantID, ConversationID: res.ConversationID, MessageID: res.MessageID}
 }
 
 // turnOpts makes the turn runnable once the conversation has been quiet for

@@ -11,11 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
-// Metrics are the HTTP edge's Prometheus metrics (SPEC §9), plus the
+// Metrics are the HTTP edge's Prometheus metrics (docs/operations.md, "Metrics"), plus the
 // registry GET /metrics serves. A nil *Metrics records nothing and serves no
 // /metrics.
 type Metrics struct {
@@ -52,7 +52,7 @@ func NewMetrics(reg *prometheus.Registry, db store.DBTX) *Metrics {
 		}, []string{"method", "route", "code"}),
 	}
 	reg.MustRegister(m.webhooks, m.latency, m.duplicates, m.api,
-		&queueCollector{db: db, kinds: []string{jobs.ReplyArgs{}.Kind(), jobs.SendArgs{}.Kind()}})
+		&queueCollector{db: db, kinds: []string{jobargs.ReplyArgs{}.Kind(), jobargs.SendArgs{}.Kind()}})
 	return m
 }
 

@@ -181,7 +181,7 @@ func (s *server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusRe
 		}
 		cb := cbs[i]
 		results[i].applied, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{
-			TenantID: cb.target.TenantID, MessageID: cb.target.MessageID, MessageSID: cb.sid, Status: cb.status, ErrorCode: cb.errorCode,
+			TenantID: cb.target.TenantID, MessageID: cb.target.MessageID, MessageSID: cb.sid, Status: store.MessageStatus(cb.status), ErrorCode: cb.errorCode,
 		})
 		if err != nil {
 			return nil, err

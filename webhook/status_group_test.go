@@ -30,7 +30,7 @@ func TestStatusConcurrentCallbacksEndAsIfSequential(t *testing.T) {
 		name      string
 		withSID   bool
 		callbacks []callback
-		want      string
+		want      store.MessageStatus
 		refunded  bool
 		optedOut  bool
 	}{

@@ -61,9 +61,9 @@ func badCallback(target store.CallbackTarget) statusCallback {
 }
 
 // requireStatus checks a message's status and its recorded callbacks.
-func requireStatus(t *testing.T, pool *pgxpool.Pool, target store.CallbackTarget, status string, callbacks int) {
+func requireStatus(t *testing.T, pool *pgxpool.Pool, target store.CallbackTarget, status store.MessageStatus, callbacks int) {
 	t.Helper()
-	var got string
+	var got store.MessageStatus
 	var n int
 	require.NoError(t, pool.QueryRow(context.Background(), `
 		SELECT status, (SELECT count(*) FROM status_callbacks WHERE message_sid = $2) FROM messages WHERE id = $1`,

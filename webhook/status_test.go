@@ -68,7 +68,7 @@ func (m sentMessage) form(status string) url.Values {
 
 // state is what a status callback can change.
 type state struct {
-	Status    string
+	Status    store.MessageStatus
 	SID       *string
 	ErrorCode *string
 	Events    int

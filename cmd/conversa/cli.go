@@ -15,7 +15,7 @@ type command interface {
 	Run(ctx context.Context, a *app) error
 }
 
-// cli is the command line (SPEC §2).
+// cli is the command line.
 type cli struct {
 	Run     runCmd     `cmd:"" default:"1" help:"Migrate, then serve HTTP and work jobs in one process."`
 	Serve   serveCmd   `cmd:"" help:"HTTP only (webhooks, API, River UI, metrics); inserts jobs, works none."`

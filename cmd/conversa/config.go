@@ -15,7 +15,7 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// config is everything the process reads from its environment (SPEC §3).
+// config is everything the process reads from its environment (README.md, "Configuration").
 type config struct {
 	DatabaseURL    string
 	RedisURL       string

@@ -192,7 +192,7 @@ func (api demoAPI) waitForDelivery(ctx context.Context, out io.Writer, messageSI
 			}
 			if err := api.get(ctx, fmt.Sprintf("/conversations/%d/messages", inbound.ConversationID), &msgs); err == nil {
 				for _, m := range msgs.Items {
-					if m.Direction != "outbound" {
+					if m.Direction != store.DirectionOutbound {
 						continue
 					}
 					last = m

@@ -26,6 +26,7 @@ import (
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
@@ -173,7 +174,7 @@ func (a *app) newLLM() (*agents.Gate, error) {
 }
 
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
-// the built-in fake Twilio (SPEC §8) on a free local port for this process.
+// the built-in sandbox Twilio on a free local port for this process.
 // It also returns the API's URL (the sandbox's once started).
 func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, string, error) {
 	apiURL := a.cfg.TwilioAPIURL
@@ -196,7 +197,7 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		Middleware: []rivertype.Middleware{
 			// ScheduledAt within the debounce range stays "available", so a turn
 			// starts when its quiet window ends instead of on the 5 s scheduler.
-			&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now},
+			&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now},
 			jobs.NewJobMetricsMiddleware(reg),
 		},
 		// A crashed process's jobs are rescued after 20 s; the rescuer runs
@@ -219,8 +220,8 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 	if workers != nil {
 		cfg.Workers = workers
 		cfg.Queues = map[string]river.QueueConfig{
-			jobs.QueueReply: {MaxWorkers: replyWorkers},
-			jobs.QueueSend:  {MaxWorkers: sendWorkers},
+			jobargs.QueueReply: {MaxWorkers: replyWorkers},
+			jobargs.QueueSend:  {MaxWorkers: sendWorkers},
 		}
 	}
 	return cfg

@@ -29,7 +29,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/conversa/conversa/internal/twiliohook"
-	"github.com/conversa/conversa/jobs"
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
@@ -173,7 +173,7 @@ func sourceDir() string {
 // insert-only River client, as `conversa serve` does.
 func (b *bench) edgeServer(ctx context.Context) (string, func(), error) {
 	rc, err := river.NewClient(riverpgxv5.New(b.pool), &river.Config{
-		Middleware: []rivertype.Middleware{&jobs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
+		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	if err != nil {
 		return "", nil, err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/conversa/conversa/store"
+
 	"github.com/conversa/conversa/internal/faketwilio"
 )
 
@@ -50,12 +52,6 @@ func (r *Report) String() string {
 	}
 	return b.String()
 }
-
-// statusRank orders the statuses Twilio reports; failures are terminal.
-// Kept apart from the product's own table on purpose: the checker must not
-// share the code it checks.
-var statusRank = map[string]int{"queued": 1, "accepted": 1, "scheduled": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
-	"failed": 9, "undelivered": 9, "canceled": 9}
 
 // check reads the fake Twilio's record and the database and judges the run.
 func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, error) {
@@ -227,7 +223,7 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 			r.violate("reply %d was accepted by Twilio %d times (duplicate send)", o.ID, len(acc))
 		}
 		switch o.Status {
-		case "pending", "sending":
+		case string(store.StatusPending), string(store.StatusClaimed), string(store.StatusSending):
 			stuck++
 			r.violate("reply %d is stuck in %q after the drain", o.ID, o.Status)
 		case "failed", "undelivered":
@@ -291,7 +287,7 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	r.add("accepted sends for no reply", orphans)
 	r.add("replies by status", fmtCounts(statuses))
 	r.add("replies failed/undelivered, by reason", fmtCounts(failReasons))
-	r.add("replies stuck pending/sending", stuck)
+	r.add("replies stuck pending/claimed/sending", stuck)
 	r.add("accepted, no final status (callbacks lost in an outage)", statuses["queued"]+statuses["sent"])
 	r.add("accepted but SID not recorded", unrecorded)
 	r.add("failed replies whose trace API shows reason + refund", traced)
@@ -375,7 +371,7 @@ func (h *harness) checkMonotonic(ctx context.Context, r *Report) (int, error) {
 		return 0, fmt.Errorf("read status events: %w", err)
 	}
 	defer rows.Close()
-	cur := map[int64]string{}
+	cur := map[int64]store.MessageStatus{}
 	var regress int
 	for rows.Next() {
 		var id int64
@@ -389,14 +385,16 @@ func (h *harness) checkMonotonic(ctx context.Context, r *Report) (int, error) {
 		if applied != "true" || st == "" {
 			continue
 		}
-		prev := cur[id]
-		if prev != "" && (statusRank[st] < statusRank[prev] || statusRank[prev] == 9 ||
-			(statusRank[st] == 9 && statusRank[prev] >= statusRank["delivered"])) {
+		// The store's own state machine judges each move: a status seen
+		// again is no move, anything else the table does not allow is one
+		// back (or out of a terminal status).
+		prev, next := cur[id], store.MessageStatus(st)
+		switch {
+		case prev == "" || store.Moves(prev, next):
+			cur[id] = next.Stores()
+		case next.Stores() != prev:
 			regress++
 			r.violate("reply %d moved from %s to %s", id, prev, st)
-		}
-		if statusRank[st] >= statusRank[prev] {
-			cur[id] = st
 		}
 	}
 	return regress, rows.Err()

@@ -7,7 +7,7 @@
 // server-side time, so tests can assert that one message was never accepted
 // twice, and check pacing.
 //
-// It is also the sandbox of SPEC §8 (TWILIO_API_URL=sandbox): see StartSandbox.
+// It is also the sandbox Twilio (TWILIO_API_URL=sandbox): see StartSandbox.
 package faketwilio
 
 import (
@@ -180,7 +180,7 @@ func (f *Fake) Close() {
 	f.wg.Wait()
 }
 
-// StartSandbox starts the sandbox Twilio of SPEC §8: a Fake that accepts any
+// StartSandbox starts the sandbox Twilio: a Fake that accepts any
 // account, on 127.0.0.1 on a free port, stopped when ctx ends. It returns the
 // base URL to use as TWILIO_API_URL.
 func StartSandbox(ctx context.Context, logger *slog.Logger) (string, error) {
