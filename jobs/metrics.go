@@ -15,6 +15,7 @@ type Metrics struct {
 	twilioSends   *prometheus.CounterVec
 	inboundToSent prometheus.Histogram
 	duplicates    *prometheus.CounterVec
+	maintenanceMetrics
 }
 
 // NewMetrics registers the worker metrics on reg.
@@ -42,6 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"where"}),
 	}
 	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates)
+	m.maintenanceMetrics = newMaintenanceMetrics(reg)
 	return m
 }
 

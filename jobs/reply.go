@@ -241,7 +241,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 			"provider": ans.Usage.Provider, "model": ans.Usage.Model, "prompt_tokens": ans.Usage.PromptTokens,
 			"completion_tokens": ans.Usage.CompletionTokens, "latency_ms": ans.Usage.LatencyMS,
 		},
-	})
+	}, events...)
 	if err != nil {
 		return "", err
 	}
@@ -257,6 +257,8 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 			map[string]any{"reason": "this turn already has its reply; no second reply written"})
 	}
 	replyID := start.ReplyID
+	// Events decided after the reply was written: they follow it.
+	var late []store.Event
 	if len(plan.Fold) > 0 {
 		if err := store.SetSummary(ctx, tx, a.TenantID, a.ConversationID, summary, plan.FoldThroughID); err != nil {
 			return "", err
@@ -266,7 +268,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
 			return "", err
 		}
-		events = append(events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
+		late = append(late, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
 	}
 	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
 	if err != nil {
@@ -297,7 +299,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		if inline != nil {
 			store.QueueClaimSend(b, a.TenantID, replyID, 1, &claimed)
 		}
-		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, events...)
+		queueErr = store.QueueEvents(b, a.TenantID, a.MessageID, late...)
 	}
 	after := func(b *pgx.Batch) { store.QueueRepliedEvent(b, a.TenantID, a.MessageID, replyID, price) }
 	_, err = store.DebitReply(ctx, tx, a.TenantID, replyID, price, before, after)

@@ -46,6 +46,8 @@ type Deps struct {
 	// Twilio sends messages (NewTwilio with TWILIO_API_URL and TWILIO_TIMEOUT).
 	// Without it (and Sealer) conversa.send is not registered.
 	Twilio *Twilio
+	// ReconcileAfter is RECONCILE_AFTER (0 = DefaultReconcileAfter).
+	ReconcileAfter time.Duration
 }
 
 // AddWorkers registers every Conversa worker on w.
@@ -60,6 +62,15 @@ func AddWorkers(w *river.Workers, d Deps) error {
 		if err := river.AddWorkerSafely(w, NewSendWorker(d)); err != nil {
 			return fmt.Errorf("add send worker: %w", err)
 		}
+		if err := river.AddWorkerSafely(w, NewReconcileWorker(d)); err != nil {
+			return fmt.Errorf("add reconcile worker: %w", err)
+		}
+	}
+	if err := river.AddWorkerSafely(w, NewStuckTurnsWorker(d)); err != nil {
+		return fmt.Errorf("add stuck turns worker: %w", err)
+	}
+	if err := river.AddWorkerSafely(w, NewIdempotencyCleanupWorker(d)); err != nil {
+		return fmt.Errorf("add idempotency cleanup worker: %w", err)
 	}
 	return nil
 }

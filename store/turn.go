@@ -81,11 +81,13 @@ type ReplyStart struct {
 	Delivery Delivery
 }
 
-// StartReply locks the conversation's turn state, writes the reply o (as
+// StartReply locks the conversation's turn state, records the turn's
+// events on the inbound message (the routing and LLM calls that came
+// before the reply: in the trace they come first), writes the reply o (as
 // InsertOutbound does) and reads it back as a Delivery, in one round trip.
 // The caller must check State before committing: the reply is written
 // whatever it says, so a turn that must not answer rolls back.
-func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
+func StartReply(ctx context.Context, tx DBTX, o Outbound, turnEvents ...Event) (ReplyStart, error) {
 	var out ReplyStart
 	if o.ReplyToID == nil {
 		return out, fmt.Errorf("start reply: no reply_to_id")
@@ -100,6 +102,9 @@ func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
 		out.State, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[TurnState])
 		return notFound(err)
 	})
+	if err := QueueEvents(b, o.TenantID, *o.ReplyToID, turnEvents...); err != nil {
+		return out, err
+	}
 	b.Queue(insertOutboundSQL, args...).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(&out.ReplyID)
 		if errors.Is(err, pgx.ErrNoRows) {

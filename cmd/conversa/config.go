@@ -35,7 +35,10 @@ type config struct {
 	// SecretKeyDefault is true when SECRET_KEY was unset (the dev key).
 	SecretKeyDefault bool
 	Debounce         time.Duration
-	LogFormat        string
+	// ReconcileAfter is how long an accepted reply may go without a final
+	// status before it is looked up at Twilio.
+	ReconcileAfter time.Duration
+	LogFormat      string
 }
 
 // devSecretKey is the well-known development key used when SECRET_KEY is unset.
@@ -79,6 +82,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		LLMModel:       get("LLM_MODEL", ""),
 		AdminToken:     get("ADMIN_TOKEN", ""),
 		Debounce:       dur("DEBOUNCE", "1500ms"),
+		ReconcileAfter: dur("RECONCILE_AFTER", "10m"),
 		LogFormat:      get("LOG_FORMAT", ""),
 	}
 	// REDIS_URL set to the empty string means "no Redis"; unset means the default.
@@ -115,6 +119,9 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("LLM_PROVIDER: %q is not offline or openai", c.LLMProvider))
+	}
+	if _, err := time.ParseDuration(get("RECONCILE_AFTER", "10m")); err == nil && c.ReconcileAfter < 2*time.Second {
+		errs = append(errs, errors.New("RECONCILE_AFTER: must be at least 2s"))
 	}
 	switch c.LogFormat {
 	case "", "text", "json":

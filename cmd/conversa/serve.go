@@ -179,7 +179,7 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 }
 
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
-func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer) *river.Config {
+func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer, reconcileAfter time.Duration) *river.Config {
 	cfg := &river.Config{
 		Logger: logger.With("component", "river"),
 		Middleware: []rivertype.Middleware{
@@ -207,7 +207,11 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		cfg.Queues = map[string]river.QueueConfig{
 			jobs.QueueReply: {MaxWorkers: replyWorkers},
 			jobs.QueueSend:  {MaxWorkers: sendWorkers},
+			// Reconciliation, stuck turns, cleanup: the leader inserts them
+			// once per interval across the fleet.
+			jobs.QueueMaintenance: {MaxWorkers: 2},
 		}
+		cfg.PeriodicJobs = jobs.PeriodicJobs(reconcileAfter)
 	}
 	return cfg
 }
@@ -262,21 +266,22 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		}
 		workers = river.NewWorkers()
 		err = jobs.AddWorkers(workers, jobs.Deps{
-			LLM:           llm,
-			DB:            pool,
-			Logger:        logger,
-			Redis:         rdb,
-			PublicBaseURL: a.cfg.PublicBaseURL,
-			Debounce:      a.cfg.Debounce,
-			Metrics:       jobMetrics,
-			Sealer:        sealer,
-			Twilio:        tw,
+			LLM:            llm,
+			DB:             pool,
+			Logger:         logger,
+			Redis:          rdb,
+			PublicBaseURL:  a.cfg.PublicBaseURL,
+			Debounce:       a.cfg.Debounce,
+			Metrics:        jobMetrics,
+			Sealer:         sealer,
+			Twilio:         tw,
+			ReconcileAfter: a.cfg.ReconcileAfter,
 		})
 		if err != nil {
 			return err
 		}
 	}
-	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg))
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg, a.cfg.ReconcileAfter))
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
 	}
