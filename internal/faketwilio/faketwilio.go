@@ -1,7 +1,9 @@
 // Package faketwilio is a fake of Twilio's Messages API (2010-04-01) that
 // behaves like the real one: Basic auth, the same required fields and error
 // body shape, 201 with an SM... SID, list and fetch, and signed status
-// callbacks (queued → sent → delivered). Faults can be injected: error codes,
+// callbacks (queued → sent → delivered), a share of which it can lose
+// (CallbackLoss) while the message's status moves on, as a fetch shows.
+// Faults can be injected: error codes,
 // 429, 5xx (JSON or an HTML proxy page), hangs before accepting, and "accepted
 // but the response was lost". Every accepted message is recorded with its
 // server-side time, so tests can assert that one message was never accepted
