@@ -24,6 +24,12 @@ var oneAtATime = []rivertype.JobState{
 	rivertype.JobStateRunning, rivertype.JobStateScheduled,
 }
 
+// periodicOpts are every periodic job's insert options: the maintenance
+// queue, and one run at a time.
+func periodicOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5, UniqueOpts: river.UniqueOpts{ByState: oneAtATime}}
+}
+
 // Periodic intervals.
 const (
 	// stuckInterval is how often the stuck-turn detector runs.
@@ -65,7 +71,7 @@ func (StuckTurnsArgs) Kind() string { return "conversa.stuck_turns" }
 
 // InsertOpts keeps one run at a time.
 func (StuckTurnsArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5, UniqueOpts: river.UniqueOpts{ByState: oneAtATime}}
+	return periodicOpts()
 }
 
 // stuckBatch bounds the messages one stuck-turn transaction scans.
@@ -129,7 +135,7 @@ func (IdempotencyCleanupArgs) Kind() string { return "conversa.idempotency_clean
 
 // InsertOpts keeps one run at a time.
 func (IdempotencyCleanupArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5, UniqueOpts: river.UniqueOpts{ByState: oneAtATime}}
+	return periodicOpts()
 }
 
 // IdempotencyCleanupWorker works conversa.idempotency_cleanup, in batches

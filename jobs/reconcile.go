@@ -80,7 +80,7 @@ func (ReconcileArgs) Kind() string { return "conversa.reconcile" }
 
 // InsertOpts keeps one run at a time.
 func (ReconcileArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 5, UniqueOpts: river.UniqueOpts{ByState: oneAtATime}}
+	return periodicOpts()
 }
 
 // ReconcileWorker works conversa.reconcile: it looks up at Twilio the
