@@ -122,6 +122,12 @@ func (s *server) idempotent(c *gin.Context) {
 	}
 	rec := &bufferedWriter{ResponseWriter: c.Writer, status: http.StatusOK}
 	c.Writer = rec
+	// A handler that panics: gin.Recovery answers through the real writer.
+	defer func() {
+		if c.Writer == gin.ResponseWriter(rec) {
+			c.Writer = rec.ResponseWriter
+		}
+	}()
 	c.Set(idempotencyTxKey, sp)
 	c.Next()
 	c.Writer = rec.ResponseWriter
