@@ -41,7 +41,7 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 
 	replyTo := a.MessageID
 	start, err := store.StartReply(ctx, tx, store.Outbound{
-		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: "bot", Body: agent.Fallback(),
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: store.AuthorBot, Body: agent.Fallback(),
 		ReplyToID: &replyTo, Agent: agent.Name,
 		EventKind: "turn.fallback", Event: map[string]any{"reply_to_id": a.MessageID, "agent": agent.Name, "reason": reason},
 	})
@@ -51,7 +51,7 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	if outcome, skipped, err := w.skipStarted(ctx, log, tx, a, start); skipped {
 		return outcome, err
 	}
-	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, "human"); err != nil {
+	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, store.ConversationHuman); err != nil {
 		return "", err
 	}
 	detail["notice_message_id"] = start.ReplyID

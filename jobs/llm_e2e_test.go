@@ -283,7 +283,7 @@ func TestGiveUpSendsOneNoticeAndHandsToAPerson(t *testing.T) {
 		require.Equal(t, agents.ReasonOutage, gaveUp["reason"])
 		conv, err := store.GetConversation(e.ctx, e.pool, e.ten.ID, m.ConversationID)
 		require.NoError(t, err)
-		require.Equal(t, "human", conv.Status)
+		require.Equal(t, store.ConversationHuman, conv.Status)
 	}
 	require.Equal(t, 3, sends, "each notice goes out through its conversa.send job")
 

@@ -16,6 +16,7 @@ type Metrics struct {
 	inboundToSent prometheus.Histogram
 	duplicates    *prometheus.CounterVec
 	gaveUp        *prometheus.CounterVec
+	maintenanceMetrics
 }
 
 // NewMetrics registers the worker metrics on reg.
@@ -46,6 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp)
+	m.maintenanceMetrics = newMaintenanceMetrics(reg)
 	return m
 }
 

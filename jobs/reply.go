@@ -267,7 +267,7 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 			"provider": ans.Usage.Provider, "model": ans.Usage.Model, "prompt_tokens": ans.Usage.PromptTokens,
 			"completion_tokens": ans.Usage.CompletionTokens, "latency_ms": ans.Usage.LatencyMS,
 		},
-	})
+	}, events...)
 	if err != nil {
 		return "", err
 	}
@@ -275,9 +275,11 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return outcome, err
 	}
 	replyID := start.ReplyID
+	// Events decided after the reply was written (the turn's own went
+	// into StartReply, before it): they follow it.
 	commit := store.TurnCommit{
 		TenantID: a.TenantID, ConversationID: a.ConversationID, InboundID: a.MessageID, ReplyID: replyID,
-		Price: price, Handoff: ans.Handoff, Events: events,
+		Price: price, Handoff: ans.Handoff,
 	}
 	if len(plan.Fold) > 0 {
 		commit.Summary = &store.SummaryUpdate{Text: summary, ThroughID: plan.FoldThroughID}

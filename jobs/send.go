@@ -385,15 +385,7 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 
 // inTx runs fn in a transaction of its own.
 func (w *SendWorker) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	tx, err := w.db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return inTx(ctx, w.db, fn)
 }
 
 // findEarlierSend looks in Twilio's list for a message this one's earlier

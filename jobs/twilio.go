@@ -105,6 +105,29 @@ func (t *Twilio) Send(o Outgoing) (sid, status string, err error) {
 	return *m.Sid, status, nil
 }
 
+// Fetched is one message as Twilio's fetch answers it.
+type Fetched struct {
+	Status    string
+	ErrorCode int
+}
+
+// Fetch reads one message (GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json)
+// with its account's credentials. Classify the error with ClassifyFetch.
+func (t *Twilio) Fetch(accountSID, authToken, sid string) (Fetched, error) {
+	m, err := t.rest(accountSID, authToken).Api.FetchMessage(url.PathEscape(sid), &openapi.FetchMessageParams{})
+	if err != nil {
+		return Fetched{}, err
+	}
+	if m == nil || m.Status == nil || *m.Status == "" {
+		return Fetched{}, errors.New("twilio answered without a message status")
+	}
+	f := Fetched{Status: *m.Status}
+	if m.ErrorCode != nil {
+		f.ErrorCode = *m.ErrorCode
+	}
+	return f, nil
+}
+
 // Sent is a message found in Twilio's message list.
 type Sent struct {
 	SID, Status, Body string

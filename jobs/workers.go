@@ -55,6 +55,8 @@ type Deps struct {
 	Twilio *Twilio
 	// Media fetches and transcribes inbound attachments (zero: never fetched).
 	Media Media
+	// ReconcileAfter is RECONCILE_AFTER (0 = DefaultReconcileAfter).
+	ReconcileAfter time.Duration
 }
 
 // AddWorkers registers every Conversa worker on w.
@@ -69,6 +71,15 @@ func AddWorkers(w *river.Workers, d Deps) error {
 		if err := river.AddWorkerSafely(w, NewSendWorker(d)); err != nil {
 			return fmt.Errorf("add send worker: %w", err)
 		}
+		if err := river.AddWorkerSafely(w, NewReconcileWorker(d)); err != nil {
+			return fmt.Errorf("add reconcile worker: %w", err)
+		}
+	}
+	if err := river.AddWorkerSafely(w, NewStuckTurnsWorker(d)); err != nil {
+		return fmt.Errorf("add stuck turns worker: %w", err)
+	}
+	if err := river.AddWorkerSafely(w, NewIdempotencyCleanupWorker(d)); err != nil {
+		return fmt.Errorf("add idempotency cleanup worker: %w", err)
 	}
 	return nil
 }

@@ -153,10 +153,14 @@ func oneMessage(ctx context.Context, db DBTX, sql string, args []any) (Message, 
 
 // TraceEvent is one entry of a message's trace.
 type TraceEvent struct {
-	MessageID int64           `db:"message_id" json:"message_id"`
-	At        time.Time       `db:"at" json:"at"`
-	Kind      string          `db:"kind" json:"kind"`
-	Detail    json.RawMessage `db:"detail" json:"detail"`
+	MessageID int64 `db:"message_id" json:"message_id"`
+	// Seq is the event's place in its story (an inbound message and its
+	// reply share one count), assigned in the transaction that wrote it:
+	// the trace's order. Nil for events from before it existed.
+	Seq    *int64          `db:"seq" json:"seq"`
+	At     time.Time       `db:"at" json:"at"`
+	Kind   string          `db:"kind" json:"kind"`
+	Detail json.RawMessage `db:"detail" json:"detail"`
 }
 
 // RelatedMessages returns the ids of the messages whose story is part of
@@ -179,12 +183,12 @@ func RelatedMessages(ctx context.Context, db DBTX, scope Scope, m Message) ([]in
 }
 
 // MessageEvents returns the traces of messages in scope as one timeline,
-// in the order things happened.
+// in the order things happened: by seq (see TraceEvent), not by the clock.
 func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]TraceEvent, error) {
 	args := []any{messageIDs}
 	where := scope.filter("tenant_id", &args)
-	rows, err := db.Query(ctx, `SELECT message_id, at, kind, detail FROM message_events
-		WHERE message_id = ANY($1) AND `+where+` ORDER BY at, id`, args...)
+	rows, err := db.Query(ctx, `SELECT message_id, seq, at, kind, detail FROM message_events
+		WHERE message_id = ANY($1) AND `+where+` ORDER BY seq NULLS FIRST, at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("message events: %w", err)
 	}

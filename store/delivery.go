@@ -351,7 +351,17 @@ type StatusUpdate struct {
 	MessageSID string
 	Status     MessageStatus
 	ErrorCode  string
+	// Via is how the report came: ViaCallback ("" too) or ViaReconcile.
+	// The trace event is "status." + Via.
+	Via string
 }
+
+// How a status report reached Conversa: Twilio's callback, or a look-up by
+// reconciliation.
+const (
+	ViaCallback  = "callback"
+	ViaReconcile = "reconciled"
+)
 
 // ApplyStatus applies a Twilio status to a message, monotonically: a late
 // "sent" never overwrites "delivered"; failed/undelivered/canceled are
@@ -385,7 +395,11 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 		}
 	}
 	moves := Moves(cur, u.Status)
-	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status.callback", map[string]any{
+	via := u.Via
+	if via == "" {
+		via = ViaCallback
+	}
+	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status."+via, map[string]any{
 		"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode, "from": cur, "applied": moves,
 	}); err != nil {
 		return false, err

@@ -83,11 +83,13 @@ type ReplyStart struct {
 	ReplyID int64
 }
 
-// StartReply locks the conversation's turn state and writes the reply o (as
+// StartReply locks the conversation's turn state, records the turn's
+// events on the inbound message (the routing and LLM calls that came
+// before the reply: in the trace they come first) and writes the reply o (as
 // InsertOutbound does), in one round trip.
 // The caller must check State before committing: the reply is written
 // whatever it says, so a turn that must not answer rolls back.
-func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
+func StartReply(ctx context.Context, tx DBTX, o Outbound, turnEvents ...Event) (ReplyStart, error) {
 	var out ReplyStart
 	if o.ReplyToID == nil {
 		return out, fmt.Errorf("start reply: no reply_to_id")
@@ -102,6 +104,13 @@ func StartReply(ctx context.Context, tx DBTX, o Outbound) (ReplyStart, error) {
 		out.State, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[TurnState])
 		return notFound(err)
 	})
+	if len(turnEvents) > 0 {
+		events, err := eventsJSON(turnEvents)
+		if err != nil {
+			return out, err
+		}
+		b.Queue(addEventsSQL, o.TenantID, *o.ReplyToID, events)
+	}
 	b.Queue(insertOutboundSQL, args...).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(&out.ReplyID)
 		if errors.Is(err, pgx.ErrNoRows) {

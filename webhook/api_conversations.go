@@ -98,7 +98,7 @@ func (s *server) sendMessage(c *gin.Context) {
 		return
 	}
 	ctx, scope := c.Request.Context(), who(c).scope()
-	tx, err := s.DB.Begin(ctx)
+	tx, err := s.dbFor(c).Begin(ctx)
 	if err != nil {
 		s.apiError(c, err)
 		return

@@ -26,7 +26,7 @@ func (s *server) createTenant(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	t, key, err := store.CreateTenant(c.Request.Context(), s.DB, name)
+	t, key, err := store.CreateTenant(c.Request.Context(), s.dbFor(c), name)
 	if err != nil {
 		s.apiError(c, err)
 		return
@@ -100,7 +100,7 @@ func (s *server) addAccount(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	tx, err := s.DB.Begin(ctx)
+	tx, err := s.dbFor(c).Begin(ctx)
 	if err != nil {
 		s.apiError(c, err)
 		return
@@ -134,7 +134,7 @@ func (s *server) addCredits(c *gin.Context) {
 		s.apiError(c, invalid("amount must be a whole number from 1 to %d", maxCredits))
 		return
 	}
-	balance, err := store.AddCredits(c.Request.Context(), s.DB, c.Param("id"), *req.Amount)
+	balance, err := store.AddCredits(c.Request.Context(), s.dbFor(c), c.Param("id"), *req.Amount)
 	if err != nil {
 		s.apiError(c, err)
 		return

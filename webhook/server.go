@@ -79,15 +79,16 @@ func NewHandler(d Deps) *gin.Engine {
 	tw.POST("/status", s.status)
 
 	// The operator API: every route authenticates; creating tenants and
-	// adding credits are the operator's alone.
+	// adding credits are the operator's alone. Every creating POST honours
+	// an Idempotency-Key (idempotent).
 	api := r.Group("/api/v1", s.observeAPI, limitEveryRequest(newIPLimiter(100, 200, s.Now)), s.authenticate)
-	api.POST("/tenants", s.requireAdmin, s.createTenant)
-	api.POST("/tenants/:id/accounts", s.addAccount)
-	api.POST("/tenants/:id/credits", s.requireAdmin, s.addCredits)
+	api.POST("/tenants", s.requireAdmin, s.idempotent, s.createTenant)
+	api.POST("/tenants/:id/accounts", s.idempotent, s.addAccount)
+	api.POST("/tenants/:id/credits", s.requireAdmin, s.idempotent, s.addCredits)
 	api.PUT("/tenants/:id/agents/:name", s.putAgent)
 	api.GET("/conversations", s.listConversations)
 	api.GET("/conversations/:id/messages", s.listMessages)
-	api.POST("/conversations/:id/messages", s.sendMessage)
+	api.POST("/conversations/:id/messages", s.idempotent, s.sendMessage)
 	api.POST("/conversations/:id/handoff", s.handoff)
 	api.GET("/messages", s.findMessages)
 	api.GET("/messages/:id/trace", s.trace)

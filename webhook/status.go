@@ -188,7 +188,7 @@ func (s *server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusRe
 		}
 	}
 	for _, i := range sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.ContactID, b.target.ContactID) }) {
-		if results[i].duplicate || cbs[i].errorCode != "21610" {
+		if results[i].duplicate || !store.OptsOut(cbs[i].errorCode) {
 			continue
 		}
 		if err := store.SetContactOptOut(ctx, tx, cbs[i].target.TenantID, cbs[i].target.ContactID, true); err != nil {

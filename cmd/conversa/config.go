@@ -40,7 +40,10 @@ type config struct {
 	// SecretKeyDefault is true when SECRET_KEY was unset (the dev key).
 	SecretKeyDefault bool
 	Debounce         time.Duration
-	LogFormat        string
+	// ReconcileAfter is how long an accepted reply may go without a final
+	// status before it is looked up at Twilio.
+	ReconcileAfter time.Duration
+	LogFormat      string
 	// TranscribeModel is TRANSCRIBE_MODEL ("" = voice notes are not transcribed).
 	TranscribeModel   string
 	MediaMaxBytes     int64
@@ -98,6 +101,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		LLMGiveUp:      dur("LLM_GIVE_UP", "15m"),
 		AdminToken:     get("ADMIN_TOKEN", ""),
 		Debounce:       dur("DEBOUNCE", "1500ms"),
+		ReconcileAfter: dur("RECONCILE_AFTER", "10m"),
 		LogFormat:      get("LOG_FORMAT", ""),
 	}
 	// REDIS_URL set to the empty string means "no Redis"; unset means the default.
@@ -152,6 +156,9 @@ func loadConfig(lookupEnv func(string) (string, bool)) (config, error) {
 		errs = append(errs, fmt.Errorf("LLM_GIVE_UP: %s is shorter than LLM_TIMEOUT (%s): the bot would give up before one call could answer", c.LLMGiveUp, c.LLMTimeout))
 	}
 	c.TranscribeModel, c.MediaMaxBytes, c.ToolsAllowPrivate = mediaConfig(get, c.LLMProvider, &errs)
+	if _, err := time.ParseDuration(get("RECONCILE_AFTER", "10m")); err == nil && c.ReconcileAfter < 2*time.Second {
+		errs = append(errs, errors.New("RECONCILE_AFTER: must be at least 2s"))
+	}
 	switch c.LogFormat {
 	case "", "text", "json":
 	default:

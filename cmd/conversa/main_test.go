@@ -191,6 +191,10 @@ func TestCommandsRejectBadInputWithOneLine(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "DEBOUNCE")
 	require.Contains(t, stderr, "LLM_PROVIDER", "every bad variable is reported at once")
+
+	code, _, stderr = runCLI(t, env{"DATABASE_URL": testdb.URL(t), "RECONCILE_AFTER": "1s"}, "migrate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "RECONCILE_AFTER: must be at least 2s")
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {

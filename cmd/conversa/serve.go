@@ -191,7 +191,7 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 }
 
 // riverConfig is River tuned for Conversa (see README, "Latency and recovery").
-func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer, replyWorkers int) *river.Config {
+func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Registerer, replyWorkers int, reconcileAfter time.Duration) *river.Config {
 	cfg := &river.Config{
 		Logger: logger.With("component", "river"),
 		Middleware: []rivertype.Middleware{
@@ -222,7 +222,11 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		cfg.Queues = map[string]river.QueueConfig{
 			jobargs.QueueReply: {MaxWorkers: replyWorkers},
 			jobargs.QueueSend:  {MaxWorkers: sendWorkers},
+			// Reconciliation, stuck turns, cleanup: the leader inserts them
+			// once per interval across the fleet.
+			jobs.QueueMaintenance:  {MaxWorkers: 2},
 		}
+		cfg.PeriodicJobs = jobs.PeriodicJobs(reconcileAfter)
 	}
 	return cfg
 }
@@ -284,24 +288,25 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		}
 		workers = river.NewWorkers()
 		err = jobs.AddWorkers(workers, jobs.Deps{
-			LLM:           llm,
-			DB:            pool,
-			Logger:        logger,
-			Redis:         rdb,
-			PublicBaseURL: a.cfg.PublicBaseURL,
-			Debounce:      a.cfg.Debounce,
-			LLMTimeout:    a.cfg.LLMTimeout,
-			LLMGiveUp:     a.cfg.LLMGiveUp,
-			Metrics:       jobMetrics,
-			Sealer:        sealer,
-			Twilio:        tw,
-			Media:         mediaDeps,
+			LLM:            llm,
+			DB:             pool,
+			Logger:         logger,
+			Redis:          rdb,
+			PublicBaseURL:  a.cfg.PublicBaseURL,
+			Debounce:       a.cfg.Debounce,
+			LLMTimeout:     a.cfg.LLMTimeout,
+			LLMGiveUp:      a.cfg.LLMGiveUp,
+			Metrics:        jobMetrics,
+			Sealer:         sealer,
+			Twilio:         tw,
+			Media:          mediaDeps,
+			ReconcileAfter: a.cfg.ReconcileAfter,
 		})
 		if err != nil {
 			return err
 		}
 	}
-	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg, a.cfg.LLMConcurrency))
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverConfig(logger, workers, reg, a.cfg.LLMConcurrency, a.cfg.ReconcileAfter))
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
 	}

@@ -34,6 +34,8 @@ func TestChaos(t *testing.T) {
 		Messages: 300, Rate: 10, Contacts: 40, Numbers: 3, Redeliver: 0.10,
 		Workers: 2, WorkerKill: 2, ServeKill: 1, RedisDown: 3 * time.Second,
 		Faults: faults, Drain: 90 * time.Second,
+		// Besides those lost while serve is down: reconciliation settles them.
+		CallbackLoss: 0.05, ReconcileAfter: 3 * time.Second,
 		Inject: []faketwilio.Fault{
 			{Kind: faketwilio.FaultAcceptThenHang, Times: 2},
 			{Kind: faketwilio.FaultAcceptThenDrop},

@@ -288,7 +288,19 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	r.add("replies by status", fmtCounts(statuses))
 	r.add("replies failed/undelivered, by reason", fmtCounts(failReasons))
 	r.add("replies stuck pending/claimed/sending", stuck)
-	r.add("accepted, no final status (callbacks lost in an outage)", statuses["queued"]+statuses["sent"])
+	r.add("status callbacks the fake Twilio lost on purpose", h.fake.LostCallbacks())
+	r.add("accepted, no final status at the drain (callbacks lost)", h.unfinishedAtDrain)
+	noFinal := statuses["queued"] + statuses["accepted"] + statuses["scheduled"] + statuses["sent"]
+	r.add("accepted, no final status after reconciliation", noFinal)
+	if noFinal > 0 {
+		r.violate("%d accepted replies still have no final status after reconciliation", noFinal)
+	}
+	var reconciled int
+	if err := h.pool.QueryRow(ctx, `SELECT count(DISTINCT message_id) FROM message_events
+		WHERE kind = 'status.reconciled' AND (detail->>'applied')::boolean`).Scan(&reconciled); err != nil {
+		return nil, fmt.Errorf("read reconciled: %w", err)
+	}
+	r.add("replies whose status reconciliation applied", reconciled)
 	r.add("accepted but SID not recorded", unrecorded)
 	r.add("failed replies whose trace API shows reason + refund", traced)
 
@@ -301,7 +313,7 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 
 	// Jobs.
 	rows, err = h.pool.Query(ctx, `SELECT kind || ' ' || state::text, count(*)::int FROM river_job
-		WHERE kind LIKE 'conversa.%' GROUP BY 1 ORDER BY 1`)
+		WHERE kind LIKE 'conversa.%' AND kind <> ALL($1) GROUP BY 1 ORDER BY 1`, periodicKinds)
 	if err != nil {
 		return nil, fmt.Errorf("read jobs: %w", err)
 	}

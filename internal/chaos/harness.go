@@ -54,6 +54,13 @@ type Config struct {
 	RedisDown  time.Duration // a Redis outage of this length (0 = none)
 	PGRestart  bool          // restart Postgres once (a private cluster)
 	Faults     faketwilio.Rates
+	// CallbackLoss is the share of status callbacks the fake Twilio never
+	// posts (besides those lost while serve is down); reconciliation must
+	// settle them all.
+	CallbackLoss float64
+	// ReconcileAfter is the processes' RECONCILE_AFTER, short so the drain
+	// sees reconciliation finish.
+	ReconcileAfter time.Duration
 	// Inject are faults for the sends right after the middle of the load,
 	// so a short run meets each kind at least once whatever the dice say.
 	Inject []faketwilio.Fault
@@ -100,6 +107,9 @@ type harness struct {
 	numbers  []string
 
 	keepDB bool
+	// unfinishedAtDrain is how many accepted replies had no final status
+	// when the queue had drained, before reconciliation settled them.
+	unfinishedAtDrain int
 
 	mu     sync.Mutex
 	events []string // what the chaos schedule did, for the report
@@ -204,7 +214,8 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 
 	// The fake Twilio, in this process, with faults at random rates.
 	h.faults = faketwilio.NewRandomFaults(h.cfg.Faults, uint64(time.Now().UnixNano()))
-	h.fake = faketwilio.New(faketwilio.Options{Chance: h.faults.Pick, CallbackDelay: 20 * time.Millisecond, HangFor: 30 * time.Second})
+	h.fake = faketwilio.New(faketwilio.Options{Chance: h.faults.Pick, CallbackDelay: 20 * time.Millisecond, HangFor: 30 * time.Second,
+		CallbackLoss: h.cfg.CallbackLoss})
 	twilioURL, err := h.fake.Start()
 	if err != nil {
 		return nil, err
@@ -246,6 +257,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		"TWILIO_API_URL=" + twilioURL,
 		"TWILIO_TIMEOUT=2s",
 		"DEBOUNCE=" + h.cfg.Debounce.String(),
+		"RECONCILE_AFTER=" + max(h.cfg.ReconcileAfter, 2*time.Second).String(),
 		"LLM_PROVIDER=offline",
 		"ADMIN_TOKEN=" + h.admin,
 		"SECRET_KEY=" + randHex(32),
@@ -328,17 +340,54 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 	}
 	// The last status callbacks are a few tens of milliseconds behind.
 	time.Sleep(time.Second)
-	h.logf("drained=%v (%d jobs left); checking", drained, left)
+	h.logf("drained=%v (%d jobs left); waiting for reconciliation", drained, left)
+	before, after, err := h.awaitFinalStatuses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.unfinishedAtDrain = before
+	h.logf("accepted replies without a final status: %d at the drain, %d after reconciliation; checking", before, after)
 	return h.check(ctx, l, drained)
 }
 
-// drain waits until no conversa.* job is waiting or running, up to Drain.
+// periodicKinds are the periodic jobs: always due again, never "drained".
+var periodicKinds = []string{"conversa.reconcile", "conversa.stuck_turns", "conversa.idempotency_cleanup"}
+
+// unfinishedSQL counts accepted replies without a final status, by the
+// checker's own reading of Twilio's statuses.
+const unfinishedSQL = `SELECT count(*) FROM messages WHERE direction = 'outbound' AND twilio_sid IS NOT NULL
+	AND status IN ('queued', 'accepted', 'scheduled', 'sending', 'sent')`
+
+// awaitFinalStatuses waits, up to Drain, until every reply Twilio accepted
+// has a final status (reconciliation asks Twilio for those whose callbacks
+// were lost), and returns the count at the start and at the end.
+func (h *harness) awaitFinalStatuses(ctx context.Context) (before, after int, err error) {
+	deadline := time.Now().Add(h.cfg.Drain)
+	if err := h.pool.QueryRow(ctx, unfinishedSQL).Scan(&before); err != nil {
+		return 0, 0, fmt.Errorf("unfinished replies: %w", err)
+	}
+	after = before
+	for after > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return before, after, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if err := h.pool.QueryRow(ctx, unfinishedSQL).Scan(&after); err != nil {
+			return before, after, fmt.Errorf("unfinished replies: %w", err)
+		}
+	}
+	return before, after, nil
+}
+
+// drain waits until no conversa.* job but the periodic ones is waiting or
+// running, up to Drain.
 func (h *harness) drain(ctx context.Context) (bool, int, error) {
 	deadline := time.Now().Add(h.cfg.Drain)
 	var left int
 	for {
-		err := h.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind LIKE 'conversa.%'
-			AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending')`).Scan(&left)
+		err := h.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind LIKE 'conversa.%' AND kind <> ALL($1)
+			AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending')`, periodicKinds).Scan(&left)
 		if err != nil && time.Now().After(deadline) {
 			return false, -1, fmt.Errorf("drain: %w", err)
 		}

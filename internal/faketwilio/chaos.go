@@ -100,6 +100,8 @@ func (k FaultKind) String() string {
 		return "accepted-then-drop"
 	case FaultUndelivered:
 		return "undelivered"
+	case FaultNoFinalStatus:
+		return "no-final-status"
 	}
 	return "unknown"
 }

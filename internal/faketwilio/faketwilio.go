@@ -1,7 +1,9 @@
 // Package faketwilio is a fake of Twilio's Messages API (2010-04-01) that
 // behaves like the real one: Basic auth, the same required fields and error
 // body shape, 201 with an SM... SID, list and fetch, and signed status
-// callbacks (queued → sent → delivered). Faults can be injected: error codes,
+// callbacks (queued → sent → delivered), a share of which it can lose
+// (CallbackLoss) while the message's status moves on, as a fetch shows.
+// Faults can be injected: error codes,
 // 429, 5xx (JSON or an HTML proxy page), hangs before accepting, and "accepted
 // but the response was lost". Every accepted message is recorded with its
 // server-side time, so tests can assert that one message was never accepted
@@ -19,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,6 +57,9 @@ const (
 	// FaultUndelivered accepts the message; its callbacks end "undelivered"
 	// with Code (30003 when zero).
 	FaultUndelivered
+	// FaultNoFinalStatus accepts the message, which then stays "sent" for
+	// good (a carrier that never reports delivery).
+	FaultNoFinalStatus
 )
 
 // Fault is one injected fault. It applies to the next Times sends (1 when
@@ -94,6 +100,10 @@ type Options struct {
 	CallbackDelay time.Duration
 	// NoCallbacks turns status callbacks off.
 	NoCallbacks bool
+	// CallbackLoss is the chance (0..1) that one status callback is never
+	// posted, as when Twilio gives up on an unreachable endpoint. The
+	// message's status at the fake moves on all the same.
+	CallbackLoss float64
 	// HangFor bounds how long a hanging fault holds a request whose client
 	// does not give up (30 s when zero).
 	HangFor time.Duration
@@ -118,6 +128,9 @@ type Fake struct {
 	faults   []*Fault
 	requests int
 	media    mediaStore // media.go
+	fetches  int
+	lost     int
+	rng      *mrand.Rand
 
 	wg     sync.WaitGroup
 	srv    *http.Server
@@ -144,6 +157,7 @@ func New(opts Options) *Fake {
 		client:   &http.Client{Timeout: 5 * time.Second},
 		accounts: map[string]string{},
 		closed:   make(chan struct{}),
+		rng:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0x5eed)),
 	}
 }
 
@@ -234,6 +248,29 @@ func (f *Fake) Requests() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.requests
+}
+
+// Fetches is how many single-message look-ups (GET .../Messages/{Sid}.json)
+// the fake has answered, found or not.
+func (f *Fake) Fetches() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fetches
+}
+
+// LostCallbacks is how many status callbacks CallbackLoss dropped.
+func (f *Fake) LostCallbacks() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lost
+}
+
+// Delete removes an accepted message, as an account owner can at Twilio:
+// a fetch of it then answers 404.
+func (f *Fake) Delete(sid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.messages = slices.DeleteFunc(f.messages, func(m *Message) bool { return m.SID == sid })
 }
 
 // apiError is Twilio's error body.
@@ -394,6 +431,8 @@ func (f *Fake) create(w http.ResponseWriter, r *http.Request, accountSID, token 
 			if finalCode == 0 {
 				finalCode = 30003
 			}
+		case FaultNoFinalStatus:
+			finalStatus = "sent"
 		}
 	}
 
@@ -487,6 +526,7 @@ func (f *Fake) resource(m *Message) map[string]any {
 func (f *Fake) fetch(w http.ResponseWriter, accountSID, sid string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.fetches++
 	for _, m := range f.messages {
 		if m.SID == sid && m.AccountSID == accountSID {
 			w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -602,7 +642,11 @@ func (f *Fake) list(w http.ResponseWriter, r *http.Request, accountSID string) {
 // when the message asked for them.
 func (f *Fake) scheduleCallbacks(m *Message, token, finalStatus string, finalCode int) {
 	steps := []string{"queued", "sent", "delivered"}
-	if finalStatus != "" {
+	switch finalStatus {
+	case "":
+	case "sent":
+		steps = []string{"queued", "sent"}
+	default:
 		steps = []string{"queued", "sent", finalStatus}
 	}
 	f.wg.Add(1)
@@ -623,8 +667,12 @@ func (f *Fake) scheduleCallbacks(m *Message, token, finalStatus string, finalCod
 				m.ErrorCode = finalCode
 			}
 			cb, sid, acct, from, to, code := m.StatusCallback, m.SID, m.AccountSID, m.From, m.To, m.ErrorCode
+			lose := f.opts.CallbackLoss > 0 && cb != "" && f.rng.Float64() < f.opts.CallbackLoss
+			if lose {
+				f.lost++
+			}
 			f.mu.Unlock()
-			if cb == "" || f.opts.NoCallbacks {
+			if cb == "" || f.opts.NoCallbacks || lose {
 				continue
 			}
 			form := url.Values{
