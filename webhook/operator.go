@@ -23,17 +23,14 @@ var ErrInvalid = errInvalid
 // form can show the message next to it.
 type FieldError struct {
 	Field string
-	err   error
+	Err   error
 }
 
-func (e *FieldError) Error() string { return e.err.Error() }
-func (e *FieldError) Unwrap() error { return e.err }
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
 
 func fieldErr(field string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &FieldError{Field: field, err: err}
+	return &FieldError{Field: field, Err: err}
 }
 
 // SendBlocked says why a person cannot send a message in conv now, or nil
