@@ -54,8 +54,9 @@ func TestVendoredHTMX(t *testing.T) {
 // fixture is a console on a real database with two tenants, each with one
 // conversation that has one inbound message.
 type fixture struct {
-	srv  *httptest.Server
-	a, b tenantConv
+	srv   *httptest.Server
+	admin string
+	a, b  tenantConv
 }
 
 type tenantConv struct {
@@ -70,8 +71,9 @@ func newFixture(t *testing.T, secure bool) fixture {
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
 	require.NoError(t, err)
 	r := gin.New()
+	admin := "admin-" + testdb.Unique()
 	require.NoError(t, console.Mount(r, console.Deps{
-		DB: pool, River: rc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AdminToken: "admin-" + testdb.Unique(), Secure: secure,
+		DB: pool, River: rc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AdminToken: admin, Secure: secure,
 	}))
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
@@ -84,7 +86,7 @@ func newFixture(t *testing.T, secure bool) fixture {
 		require.NoError(t, err)
 		return tenantConv{ten: ten, conv: in.ConversationID, inMsg: in.MessageID}
 	}
-	return fixture{srv: srv, a: mk(), b: mk()}
+	return fixture{srv: srv, admin: admin, a: mk(), b: mk()}
 }
 
 // browser is a cookie-keeping client that does not follow redirects.
@@ -330,4 +332,38 @@ func TestReplyDisabledOutsideTheWhatsAppWindowAndAfterStop(t *testing.T) {
 		require.Equal(t, http.StatusConflict, resp.StatusCode)
 		require.Equal(t, 1, messageCount(t, c.tc))
 	}
+}
+
+func TestAdminPicksATenant(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	b := f.browser(t)
+	resp := b.signIn(f.admin)
+	require.Equal(t, "/console/tenants", resp.Header.Get("Location"))
+	resp2, err := b.hc.Get(b.base + "/console/conversations")
+	require.NoError(t, err)
+	resp2.Body.Close()
+	require.Equal(t, "/console/tenants", resp2.Header.Get("Location"), "no tenant picked yet: nothing to list")
+
+	code, body := b.get("/console/tenants")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, f.a.ten.ID)
+	r, _ := b.post("/console/tenants", b.form("tenant_id", "00000000-0000-0000-0000-000000000000"))
+	require.Equal(t, http.StatusNotFound, r.StatusCode)
+	r, _ = b.post("/console/tenants", b.form("tenant_id", "not-a-uuid"))
+	require.Equal(t, http.StatusNotFound, r.StatusCode)
+	r, _ = b.post("/console/tenants", b.form("tenant_id", f.b.ten.ID))
+	require.Equal(t, http.StatusSeeOther, r.StatusCode)
+	code, _ = b.get(fmt.Sprintf("/console/conversations/%d", f.b.conv))
+	require.Equal(t, http.StatusOK, code)
+	code, _ = b.get(fmt.Sprintf("/console/conversations/%d", f.a.conv))
+	require.Equal(t, http.StatusNotFound, code, "the operator acts as the picked tenant only")
+
+	// A tenant key cannot use the picker.
+	tb := f.browser(t)
+	tb.signIn(f.a.ten.APIKey)
+	r, _ = tb.post("/console/tenants", tb.form("tenant_id", f.b.ten.ID))
+	require.Equal(t, http.StatusNotFound, r.StatusCode)
+	code, _ = tb.get(fmt.Sprintf("/console/conversations/%d", f.b.conv))
+	require.Equal(t, http.StatusNotFound, code)
 }
