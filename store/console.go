@@ -212,3 +212,20 @@ func FailedMessages(ctx context.Context, db DBTX, tenantID string, limit int) ([
 	}
 	return list, nil
 }
+
+// RecentMessages returns a conversation's newest limit messages in scope,
+// oldest first (the end of a long conversation is what a person reads).
+func RecentMessages(ctx context.Context, db DBTX, scope Scope, conversationID int64, limit int) ([]Message, error) {
+	args := []any{conversationID, limit}
+	where := scope.filter("tenant_id", &args)
+	rows, err := db.Query(ctx, `SELECT * FROM (SELECT `+MessageColumns+` FROM messages
+		WHERE conversation_id = $1 AND `+where+` ORDER BY id DESC LIMIT $2) m ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("recent messages: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[Message])
+	if err != nil {
+		return nil, fmt.Errorf("recent messages: %w", err)
+	}
+	return list, nil
+}

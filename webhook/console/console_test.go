@@ -367,3 +367,16 @@ func TestAdminPicksATenant(t *testing.T) {
 	code, _ = tb.get(fmt.Sprintf("/console/conversations/%d", f.b.conv))
 	require.Equal(t, http.StatusNotFound, code)
 }
+
+func TestLongConversationShowsItsNewestMessages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	_, err := testdb.Pool(t).Exec(context.Background(), `INSERT INTO messages (tenant_id, conversation_id, direction, author, body, status)
+		SELECT $1, $2, 'outbound', 'bot', 'reply number ' || n || '.', 'delivered' FROM generate_series(1, 250) n`, f.a.ten.ID, f.a.conv)
+	require.NoError(t, err)
+	b := f.browser(t)
+	b.signIn(f.a.ten.APIKey)
+	_, body := b.get(fmt.Sprintf("/console/conversations/%d", f.a.conv))
+	require.Contains(t, body, "reply number 250.")
+	require.NotContains(t, body, "reply number 1.")
+}

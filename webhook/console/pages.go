@@ -158,7 +158,7 @@ func (h *Handler) loadConversation(c *gin.Context, id int64) (conversationView, 
 	if err != nil {
 		return conversationView{}, err
 	}
-	msgs, err := store.ListMessages(ctx, h.DB, scope, id, 0, 500)
+	msgs, err := store.RecentMessages(ctx, h.DB, scope, id, 200)
 	if err != nil {
 		return conversationView{}, err
 	}
