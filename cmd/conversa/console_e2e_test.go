@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/faketwilio"
@@ -58,11 +59,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	twURL, err := tw.Start()
 	require.NoError(t, err)
 	t.Cleanup(tw.Close)
+	// A database of its own: another test's server would otherwise work this
+	// test's send jobs through its own Twilio.
+	dbURL := testdb.OwnURL(t)
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
 	base, _, logs := startServer(t, env{
+		"DATABASE_URL":   dbURL,
 		"TWILIO_API_URL": twURL,
 		"SECRET_KEY":     hex.EncodeToString([]byte("0123456789abcdef0123456789abcdef")),
 	})
-	pool := testdb.Pool(t)
 	a, b := testdb.NewTenant(t, pool, 20), testdb.NewTenant(t, pool, 20)
 	poster := &twiliohook.Poster{HC: &http.Client{Timeout: 10 * time.Second}, Target: base, PublicBaseURL: base}
 	inbound := func(ten testdb.Tenant, from, name, body string) {
