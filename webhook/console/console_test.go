@@ -380,3 +380,22 @@ func TestLongConversationShowsItsNewestMessages(t *testing.T) {
 	require.Contains(t, body, "reply number 250.")
 	require.NotContains(t, body, "reply number 1.")
 }
+
+func TestAgentFormKeepsEveryField(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	b := f.browser(t)
+	b.signIn(f.a.ten.APIKey)
+	resp, _ := b.post("/console/agents/assistant", b.form("system_prompt", "Be brief.", "model", "gpt-x", "keywords", "billing, invoice",
+		"tools", "handoff_to_human", "faq", "refund | Five days.", "fallback_message", "A person will call you."))
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	_, page := b.get("/console/agents/assistant")
+	require.Contains(t, page, "A person will call you.", "the form shows the stored fallback message, so a save keeps it")
+	agents, err := store.ListAgents(context.Background(), testdb.Pool(t), f.a.ten.ID)
+	require.NoError(t, err)
+	a := agents[0]
+	require.Equal(t, []string{"billing", "invoice"}, a.Keywords)
+	require.Equal(t, "gpt-x", a.Model)
+	require.Equal(t, "A person will call you.", a.FallbackMessage)
+	require.Equal(t, []store.FAQEntry{{Keywords: []string{"refund"}, Answer: "Five days."}}, a.FAQ)
+}

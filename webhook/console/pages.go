@@ -306,9 +306,9 @@ func (h *Handler) agentsPage(c *gin.Context) {
 
 // agentForm is the agent form's fields as text, and the field an error is about.
 type agentForm struct {
-	Name, SystemPrompt, Model, Keywords, Tools, FAQ string
-	ErrorField                                      string
-	Saved                                           bool
+	Name, SystemPrompt, Model, Keywords, Tools, FAQ, FallbackMessage string
+	ErrorField                                                       string
+	Saved                                                            bool
 }
 
 func formOf(a store.Agent) agentForm {
@@ -319,6 +319,7 @@ func formOf(a store.Agent) agentForm {
 	return agentForm{
 		Name: a.Name, SystemPrompt: a.SystemPrompt, Model: a.Model,
 		Keywords: strings.Join(a.Keywords, ", "), Tools: strings.Join(a.Tools, ", "), FAQ: strings.Join(faq, "\n"),
+		FallbackMessage: a.FallbackMessage,
 	}
 }
 
@@ -357,8 +358,10 @@ func (h *Handler) saveAgent(c *gin.Context) {
 	f := agentForm{
 		Name: name, SystemPrompt: c.PostForm("system_prompt"), Model: c.PostForm("model"),
 		Keywords: c.PostForm("keywords"), Tools: c.PostForm("tools"), FAQ: c.PostForm("faq"),
+		FallbackMessage: c.PostForm("fallback_message"),
 	}
-	in := webhook.AgentInput{SystemPrompt: f.SystemPrompt, Model: f.Model, Keywords: splitList(f.Keywords), Tools: splitList(f.Tools)}
+	in := webhook.AgentInput{SystemPrompt: f.SystemPrompt, Model: f.Model, Keywords: splitList(f.Keywords), Tools: splitList(f.Tools),
+		FallbackMessage: f.FallbackMessage}
 	faq, err := parseFAQ(f.FAQ)
 	var a store.Agent
 	if err == nil {
