@@ -7,7 +7,7 @@ export DATABASE_URL ?= postgres://localhost:5432/conversa?sslmode=disable
 export TWILIO_API_URL ?= sandbox
 export TOOLS_ALLOW_PRIVATE ?= 1
 
-.PHONY: help run build test test-short lint fmt bench chaos db-reset vulncheck
+.PHONY: help run build test test-short lint fmt bench chaos db-reset vulncheck console-deps console-screenshots
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,9 +18,17 @@ build: ## Build bin/conversa.
 run: build ## Run the service (migrate, HTTP on :8080, workers) with the sandbox Twilio and the offline agent.
 	./$(BIN) run
 
-test: ## Run every test against the local Postgres and Redis.
+test: console-deps ## Run every test against the local Postgres and Redis (the console's in Chromium).
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+
+# The console's browser test (cmd/conversa TestConsoleInBrowser) drives Debian's
+# Chromium (apt-get install chromium) with the playwright-core its lockfile pins.
+console-deps: ## Install the console browser test's pinned playwright-core (npm ci) when missing.
+	@test -d webhook/console/e2e/node_modules/playwright-core || (cd webhook/console/e2e && npm ci --no-audit --no-fund)
+
+console-screenshots: console-deps ## Refresh docs/console/*.png from the console's browser test.
+	CONSOLE_SCREENSHOTS=docs/console $(GO) test -count=1 -run '^TestConsoleInBrowser$$' ./cmd/conversa
 
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)

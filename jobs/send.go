@@ -17,9 +17,6 @@ import (
 )
 
 const (
-	// whatsAppWindow is how long after the contact's last message WhatsApp
-	// allows free text; past it only a template (ContentSid) may be sent.
-	whatsAppWindow = 24 * time.Hour
 	// lookupSkew widens a Twilio list look-up for clock differences between
 	// Postgres and Twilio.
 	lookupSkew = 2 * time.Minute
@@ -366,7 +363,7 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason stri
 		Body:           d.Body,
 		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
 	}
-	if d.ChannelKind == store.ChannelWhatsApp && (d.LastInboundAt == nil || w.now().Sub(*d.LastInboundAt) >= whatsAppWindow) {
+	if !store.FreeTextAllowed(d.ChannelKind, d.LastInboundAt, w.now()) {
 		if d.TemplateSID == nil || *d.TemplateSID == "" {
 			return msg, "63016", "outside_whatsapp_window"
 		}

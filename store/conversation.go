@@ -60,3 +60,14 @@ func SetConversationStatus(ctx context.Context, db DBTX, tenantID string, id int
 	}
 	return c, nil
 }
+
+// WhatsAppWindow is how long after the contact's last message WhatsApp
+// allows free text; past it only a template (ContentSid) may be sent.
+const WhatsAppWindow = 24 * time.Hour
+
+// FreeTextAllowed reports whether free text may be sent now on a channel of
+// kind whose contact last wrote at lastInboundAt (nil: never): always on SMS,
+// within WhatsAppWindow on WhatsApp.
+func FreeTextAllowed(kind ChannelKind, lastInboundAt *time.Time, now time.Time) bool {
+	return kind != ChannelWhatsApp || (lastInboundAt != nil && now.Sub(*lastInboundAt) < WhatsAppWindow)
+}

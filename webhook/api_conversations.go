@@ -8,7 +8,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
@@ -104,41 +103,7 @@ func (s *server) sendMessage(c *gin.Context) {
 		return
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	conv, err := store.FindConversation(ctx, tx, scope, id)
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	body, err := textField("body", req.Body, true, maxBody[conv.ChannelKind])
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	switch {
-	case conv.Status == store.ConversationClosed:
-		s.apiError(c, fmt.Errorf("%w: the conversation is closed", store.ErrConflict))
-		return
-	case conv.ContactOptOut:
-		s.apiError(c, fmt.Errorf("%w: the contact has opted out (STOP); nothing is sent until they write START", store.ErrConflict))
-		return
-	}
-	msgID, err := store.InsertOutbound(ctx, tx, store.Outbound{
-		TenantID:       conv.TenantID,
-		ConversationID: conv.ID,
-		Author:         store.AuthorHuman,
-		Body:           body,
-		EventKind:      "message.created",
-		Event:          map[string]any{"author": store.AuthorHuman, "via": "api"},
-	})
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	if _, err := s.River.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: conv.TenantID, MessageID: msgID}, nil); err != nil {
-		s.apiError(c, fmt.Errorf("insert send job: %w", err))
-		return
-	}
-	msg, err := store.FindMessage(ctx, tx, scope, msgID)
+	msg, err := SendHumanMessage(ctx, tx, s.River, scope, s.Now(), HumanMessage{ConversationID: id, Body: req.Body, Via: "api"})
 	if err != nil {
 		s.apiError(c, err)
 		return
@@ -147,7 +112,7 @@ func (s *server) sendMessage(c *gin.Context) {
 		s.apiError(c, fmt.Errorf("commit: %w", err))
 		return
 	}
-	s.Logger.Info("human message queued", "tenant_id", conv.TenantID, "conversation_id", conv.ID, "message_id", msgID)
+	s.Logger.Info("human message queued", "tenant_id", msg.TenantID, "conversation_id", msg.ConversationID, "message_id", msg.ID)
 	c.JSON(http.StatusAccepted, msg)
 }
 
@@ -166,11 +131,7 @@ func (s *server) handoff(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	if req.To != store.ConversationHuman && req.To != store.ConversationBot {
-		s.apiError(c, invalid(`to must be "human" or "bot"`))
-		return
-	}
-	conv, err := store.Handoff(c.Request.Context(), s.DB, who(c).scope(), id, req.To)
+	conv, err := Handoff(c.Request.Context(), s.DB, who(c).scope(), id, req.To)
 	if err != nil {
 		s.apiError(c, err)
 		return
@@ -209,36 +170,10 @@ func (s *server) trace(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	ctx, scope := c.Request.Context(), who(c).scope()
-	msg, err := store.FindMessage(ctx, s.DB, scope, id)
+	t, err := LoadTrace(c.Request.Context(), s.DB, who(c).scope(), id)
 	if err != nil {
 		s.apiError(c, err)
 		return
 	}
-	related, err := store.RelatedMessages(ctx, s.DB, scope, msg)
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	ids := append([]int64{id}, related...)
-	events, err := store.MessageEvents(ctx, s.DB, scope, ids)
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	jobList, err := store.MessageJobs(ctx, s.DB, scope, ids)
-	if err != nil {
-		s.apiError(c, err)
-		return
-	}
-	if events == nil {
-		events = []store.TraceEvent{}
-	}
-	if jobList == nil {
-		jobList = []store.MessageJob{}
-	}
-	if related == nil {
-		related = []int64{}
-	}
-	c.JSON(http.StatusOK, gin.H{"message": msg, "related_message_ids": related, "events": events, "jobs": jobList})
+	c.JSON(http.StatusOK, t)
 }

@@ -155,73 +155,15 @@ func (s *server) putAgent(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	name := c.Param("name")
-	if !agentNameRE.MatchString(name) {
-		s.apiError(c, invalid("agent name must be 1-63 of a-z, 0-9, _ and -, starting with a letter or digit"))
-		return
-	}
-	var req struct {
-		SystemPrompt string           `json:"system_prompt"`
-		Model        string           `json:"model"`
-		Tools        []string         `json:"tools"`
-		Keywords     []string         `json:"keywords"`
-		FAQ          []store.FAQEntry `json:"faq"`
-		IsDefault    *bool            `json:"is_default"`
-		// FallbackMessage is what the customer gets when the bot gives up
-		// on an unavailable LLM (see README, "A real LLM").
-		FallbackMessage string `json:"fallback_message"`
-		Vision          bool   `json:"vision"`
-	}
+	var req AgentInput
 	if err := decodeJSON(c, &req); err != nil {
 		s.apiError(c, err)
 		return
 	}
-	a := store.Agent{Name: name, Tools: req.Tools, Vision: req.Vision}
-	if a.SystemPrompt, err = textField("system_prompt", req.SystemPrompt, false, 20000); err != nil {
+	a, err := ValidateAgent(c.Param("name"), req)
+	if err != nil {
 		s.apiError(c, err)
 		return
-	}
-	if a.Model, err = textField("model", req.Model, false, 200); err != nil {
-		s.apiError(c, err)
-		return
-	}
-	if a.FallbackMessage, err = textField("fallback_message", req.FallbackMessage, false, 1600); err != nil {
-		s.apiError(c, err)
-		return
-	}
-	if len(req.Tools) > 20 {
-		s.apiError(c, invalid("tools lists at most 20 tools"))
-		return
-	}
-	for i, t := range req.Tools {
-		if !toolNameRE.MatchString(t) {
-			s.apiError(c, invalid("tools[%d] is not a tool name", i))
-			return
-		}
-	}
-	if a.Keywords, err = keywords("keywords", req.Keywords); err != nil {
-		s.apiError(c, err)
-		return
-	}
-	if len(req.FAQ) > 200 {
-		s.apiError(c, invalid("faq lists at most 200 answers"))
-		return
-	}
-	for i, f := range req.FAQ {
-		var e store.FAQEntry
-		if e.Keywords, err = keywords(fmt.Sprintf("faq[%d].keywords", i), f.Keywords); err != nil {
-			s.apiError(c, err)
-			return
-		}
-		if len(e.Keywords) == 0 {
-			s.apiError(c, invalid("faq[%d].keywords must not be empty", i))
-			return
-		}
-		if e.Answer, err = textField(fmt.Sprintf("faq[%d].answer", i), f.Answer, true, 4000); err != nil {
-			s.apiError(c, err)
-			return
-		}
-		a.FAQ = append(a.FAQ, e)
 	}
 	out, created, err := store.PutAgent(c.Request.Context(), s.DB, tenantID, a, req.IsDefault)
 	if err != nil {

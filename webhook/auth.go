@@ -55,11 +55,14 @@ func credential(r *http.Request) (token string, basicAdmin bool, ok bool) {
 
 // isAdminToken compares in constant time (hashes first, so the length of
 // the admin token does not leak either). An empty admin token admits no one.
-func (s *server) isAdminToken(tok string) bool {
-	if s.AdminToken == "" {
+func (s *server) isAdminToken(tok string) bool { return AdminTokenMatches(s.AdminToken, tok) }
+
+// AdminTokenMatches reports whether tok is the admin token, in constant time.
+func AdminTokenMatches(adminToken, tok string) bool {
+	if adminToken == "" {
 		return false
 	}
-	a, b := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.AdminToken))
+	a, b := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(adminToken))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 

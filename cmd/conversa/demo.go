@@ -98,6 +98,7 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 	fmt.Fprintf(a.stdout, "\nReply:   %q\nStatus:  %s\n", reply.Body, reply.Status)
 	fmt.Fprintf(a.stdout, "Trace:   curl -H 'Authorization: Bearer %s' %s/api/v1/messages/%d/trace\n", key, base, reply.ID)
 	fmt.Fprintf(a.stdout, "Jobs:    %s/riverui/ (user admin, password: the server's ADMIN_TOKEN)\n", base)
+	fmt.Fprintf(a.stdout, "\nConsole: %s/console/\nAPI key: %s\n  (sign in with it to read the conversation, take it over and answer the demo customer yourself)\n", base, key)
 	if reply.Status == store.StatusFailed || reply.Status == store.StatusUndelivered {
 		return fmt.Errorf("the reply was not delivered: %s (%s)", reply.Status, deref(reply.ErrorReason))
 	}

@@ -229,6 +229,7 @@ func TestDemoDeliversAndLogsCarryNoPersonalData(t *testing.T) {
 	require.Equal(t, 0, code, "demo failed: %s\n%s\nserver log:\n%s", stderr, out, logs.String())
 	require.Contains(t, out, "delivered")
 	require.Contains(t, out, "Monday to Friday", "the offline agent answered the hours question")
+	require.Contains(t, out, "Console: "+base+"/console/", "demo ends with the console to answer the customer in")
 
 	apiKey := regexp.MustCompile(`cvk_[A-Za-z0-9_-]+`).FindString(out)
 	require.NotEmpty(t, apiKey)

@@ -30,6 +30,7 @@ import (
 	"github.com/conversa/conversa/migrations"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/console"
 )
 
 // Worker pool sizes. A turn waits on an LLM, a send on Twilio: both are I/O,
@@ -322,7 +323,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		if err != nil {
 			return err
 		}
-		handler = webhook.NewHandler(webhook.Deps{
+		edge := webhook.NewHandler(webhook.Deps{
 			DB:            pool,
 			River:         riverClient,
 			Sealer:        sealer,
@@ -335,6 +336,11 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Metrics:       edgeMetrics,
 			MediaHosts:    a.mediaHosts(),
 		})
+		if err := console.Mount(edge, console.Deps{DB: pool, River: riverClient, Logger: logger, AdminToken: a.cfg.AdminToken,
+			Secure: strings.HasPrefix(a.cfg.PublicBaseURL, "https://")}); err != nil {
+			return err
+		}
+		handler = edge
 	} else {
 		handler = webhook.NewWorkerHandler(webhook.Deps{DB: pool, Logger: logger, Redis: rdb, Metrics: edgeMetrics})
 	}

@@ -118,6 +118,26 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	return p
 }
 
+// OwnURL returns the connection string of a new migrated database of the
+// test's own, dropped at cleanup: for a test whose server must not share
+// River jobs with other tests' servers (they would work each other's sends).
+func OwnURL(t testing.TB) string {
+	t.Helper()
+	name, err := createDatabase()
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, AdminURL()); err == nil {
+			_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
+			_ = conn.Close(ctx)
+		}
+	})
+	return withDatabase(AdminURL(), name)
+}
+
 // Tx returns a transaction on the shared database that is rolled back at
 // cleanup. Begin on it opens a savepoint, so code under test runs unchanged.
 func Tx(t testing.TB) pgx.Tx {
