@@ -225,7 +225,7 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 			jobargs.QueueSend:  {MaxWorkers: sendWorkers},
 			// Reconciliation, stuck turns, cleanup: the leader inserts them
 			// once per interval across the fleet.
-			jobs.QueueMaintenance:  {MaxWorkers: 2},
+			jobs.QueueMaintenance: {MaxWorkers: 2},
 		}
 		cfg.PeriodicJobs = jobs.PeriodicJobs(reconcileAfter)
 	}
