@@ -291,7 +291,7 @@ func TestReplyIsIdempotentAndBadInputWritesNothing(t *testing.T) {
 	require.Equal(t, 2, messageCount(t, f.a))
 	list, err := store.ListMessages(context.Background(), testdb.Pool(t), store.TenantScope(f.a.ten.ID), f.a.conv, 0, 10)
 	require.NoError(t, err)
-	require.Equal(t, "human", list[1].Author)
+	require.Equal(t, store.AuthorHuman, list[1].Author)
 	require.Equal(t, store.StatusPending, list[1].Status, "written for conversa.send to deliver")
 
 	// Take over, hand back; the agent form shows a bad field and writes nothing.
@@ -387,15 +387,17 @@ func TestAgentFormKeepsEveryField(t *testing.T) {
 	b := f.browser(t)
 	b.signIn(f.a.ten.APIKey)
 	resp, _ := b.post("/console/agents/assistant", b.form("system_prompt", "Be brief.", "model", "gpt-x", "keywords", "billing, invoice",
-		"tools", "handoff_to_human", "faq", "refund | Five days.", "fallback_message", "A person will call you."))
+		"tools", "handoff_to_human", "faq", "refund | Five days.", "fallback_message", "A person will call you.", "vision", "on"))
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	_, page := b.get("/console/agents/assistant")
 	require.Contains(t, page, "A person will call you.", "the form shows the stored fallback message, so a save keeps it")
+	require.Contains(t, page, `name="vision" checked`, "the form shows the stored vision flag, so a save keeps it")
 	agents, err := store.ListAgents(context.Background(), testdb.Pool(t), f.a.ten.ID)
 	require.NoError(t, err)
 	a := agents[0]
 	require.Equal(t, []string{"billing", "invoice"}, a.Keywords)
 	require.Equal(t, "gpt-x", a.Model)
 	require.Equal(t, "A person will call you.", a.FallbackMessage)
+	require.True(t, a.Vision)
 	require.Equal(t, []store.FAQEntry{{Keywords: []string{"refund"}, Answer: "Five days."}}, a.FAQ)
 }

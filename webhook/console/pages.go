@@ -309,6 +309,8 @@ type agentForm struct {
 	Name, SystemPrompt, Model, Keywords, Tools, FAQ, FallbackMessage string
 	ErrorField                                                       string
 	Saved                                                            bool
+	// Vision: the agent sees images as image parts.
+	Vision bool
 }
 
 func formOf(a store.Agent) agentForm {
@@ -319,7 +321,7 @@ func formOf(a store.Agent) agentForm {
 	return agentForm{
 		Name: a.Name, SystemPrompt: a.SystemPrompt, Model: a.Model,
 		Keywords: strings.Join(a.Keywords, ", "), Tools: strings.Join(a.Tools, ", "), FAQ: strings.Join(faq, "\n"),
-		FallbackMessage: a.FallbackMessage,
+		FallbackMessage: a.FallbackMessage, Vision: a.Vision,
 	}
 }
 
@@ -358,10 +360,10 @@ func (h *Handler) saveAgent(c *gin.Context) {
 	f := agentForm{
 		Name: name, SystemPrompt: c.PostForm("system_prompt"), Model: c.PostForm("model"),
 		Keywords: c.PostForm("keywords"), Tools: c.PostForm("tools"), FAQ: c.PostForm("faq"),
-		FallbackMessage: c.PostForm("fallback_message"),
+		FallbackMessage: c.PostForm("fallback_message"), Vision: c.PostForm("vision") == "on",
 	}
 	in := webhook.AgentInput{SystemPrompt: f.SystemPrompt, Model: f.Model, Keywords: splitList(f.Keywords), Tools: splitList(f.Tools),
-		FallbackMessage: f.FallbackMessage}
+		FallbackMessage: f.FallbackMessage, Vision: f.Vision}
 	faq, err := parseFAQ(f.FAQ)
 	var a store.Agent
 	if err == nil {
