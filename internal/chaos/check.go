@@ -371,13 +371,14 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 }
 
 // checkMonotonic replays every outbound message's Twilio status history
-// (the accepted answer, applied callbacks, failure) and counts moves back.
+// (the accepted answer, applied callbacks and reconciled look-ups, failure)
+// and counts moves back.
 func (h *harness) checkMonotonic(ctx context.Context, r *Report) (int, error) {
 	rows, err := h.pool.Query(ctx, `
 		SELECT e.message_id, e.kind, COALESCE(e.detail->>'status', ''), COALESCE(e.detail->>'applied', 'true')
 		FROM message_events e JOIN messages m ON m.id = e.message_id
 		WHERE m.tenant_id = $1 AND m.direction = 'outbound'
-		  AND e.kind IN ('send.accepted', 'status.callback', 'send.failed')
+		  AND e.kind IN ('send.accepted', 'status.callback', 'status.reconciled', 'send.failed')
 		ORDER BY e.message_id, e.id`, h.tenantID)
 	if err != nil {
 		return 0, fmt.Errorf("read status events: %w", err)
@@ -476,7 +477,8 @@ func (h *harness) traceExplains(ctx context.Context, id int64, status string) st
 		switch {
 		case e.Kind == "send.failed" && e.Detail["reason"] != "":
 			reason = true
-		case e.Kind == "status.callback" && e.Detail["status"] == status:
+		case (e.Kind == "status.callback" || e.Kind == "status.reconciled") && e.Detail["status"] == status:
+			// Twilio's failure report, by callback or found by reconciliation.
 			reason = true
 		case e.Kind == "credits.refunded":
 			refund = true
