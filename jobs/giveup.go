@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/store"
@@ -61,15 +60,8 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	); err != nil {
 		return "", err
 	}
-	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
-	if err != nil {
-		return "", fmt.Errorf("river client: %w", err)
-	}
-	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: a.TenantID, MessageID: start.ReplyID}, nil); err != nil {
-		return "", fmt.Errorf("insert send job: %w", err)
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return "", fmt.Errorf("complete turn: %w", err)
+	if err := queueReplySend(ctx, tx, job, start.ReplyID); err != nil {
+		return "", err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return "", fmt.Errorf("commit give-up: %w", err)

@@ -120,7 +120,7 @@ func NewReconcileWorker(d Deps) *ReconcileWorker {
 	}
 	return &ReconcileWorker{
 		db: d.DB, sealer: d.Sealer, twilio: d.Twilio, after: after, logger: d.Logger, metrics: d.Metrics, now: d.Now,
-		pacer: &Pacer{Redis: d.Redis, DB: d.DB, MaxWait: paceMaxWait, Logger: d.Logger},
+		pacer: d.pacer(),
 	}
 }
 

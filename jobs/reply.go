@@ -287,17 +287,8 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	if ans.Handoff {
 		commit.Events = append(commit.Events, store.Event{Kind: "turn.handoff", Detail: map[string]any{"agent": agent.Name, "reason": ans.HandoffReason}})
 	}
-	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
-	if err != nil {
-		return "", fmt.Errorf("river client: %w", err)
-	}
-	// The send job is due at once: its insert's NOTIFY wakes a send worker
-	// as the turn commits.
-	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: a.TenantID, MessageID: replyID}, nil); err != nil {
-		return "", fmt.Errorf("insert send job: %w", err)
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return "", fmt.Errorf("complete turn: %w", err)
+	if err := queueReplySend(ctx, tx, job, replyID); err != nil {
+		return "", err
 	}
 	_, err = store.CommitTurn(ctx, tx, commit)
 	if errors.Is(err, store.ErrNoCredits) {
@@ -321,6 +312,25 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 		return "handoff", nil
 	}
 	return "completed", nil
+}
+
+// queueReplySend inserts the reply's conversa.send job and completes the
+// turn's job, in the turn's transaction: every reply a turn writes (the
+// bot's answer, a give-up notice) goes out through its own send job. The
+// send job is due at once: its insert's NOTIFY wakes a send worker as the
+// turn commits.
+func queueReplySend(ctx context.Context, tx pgx.Tx, job *river.Job[jobargs.ReplyArgs], replyID int64) error {
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: job.Args.TenantID, MessageID: replyID}, nil); err != nil {
+		return fmt.Errorf("insert send job: %w", err)
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return fmt.Errorf("complete turn: %w", err)
+	}
+	return nil
 }
 
 // skip completes a turn that must not answer, recording why on the inbound

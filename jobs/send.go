@@ -62,7 +62,7 @@ func NewSendWorker(d Deps) *SendWorker {
 		db:            d.DB,
 		sealer:        d.Sealer,
 		twilio:        d.Twilio,
-		pacer:         &Pacer{Redis: d.Redis, DB: d.DB, MaxWait: paceMaxWait, Logger: d.Logger},
+		pacer:         d.pacer(),
 		publicBaseURL: d.PublicBaseURL,
 		logger:        d.Logger,
 		metrics:       d.Metrics,

@@ -24,6 +24,10 @@ type DB interface {
 
 // Deps is everything the workers depend on.
 type Deps struct {
+	// Pacer spaces sends and look-ups per sender; nil = AddWorkers builds
+	// the process's one pacer (and its Redis circuit breaker) for every
+	// worker that calls Twilio.
+	Pacer  *Pacer
 	DB     DB
 	Logger *slog.Logger
 	// Redis is optional (nil = no Redis): memory and pacing fall back to Postgres.
@@ -64,6 +68,7 @@ func AddWorkers(w *river.Workers, d Deps) error {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	d.Pacer = d.pacer()
 	if err := river.AddWorkerSafely(w, NewReplyWorker(d)); err != nil {
 		return fmt.Errorf("add reply worker: %w", err)
 	}
@@ -82,4 +87,17 @@ func AddWorkers(w *river.Workers, d Deps) error {
 		return fmt.Errorf("add idempotency cleanup worker: %w", err)
 	}
 	return nil
+}
+
+// pacer is d.Pacer, or a new one when the caller (a test) built a worker on
+// its own.
+func (d Deps) pacer() *Pacer {
+	if d.Pacer != nil {
+		return d.Pacer
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pacer{Redis: d.Redis, DB: d.DB, MaxWait: paceMaxWait, Logger: logger}
 }
