@@ -130,16 +130,19 @@ func dbFigures(ctx context.Context, conn *pgx.Conn, replies float64) ([][2]strin
 		Scan(&commits, &rollbacks, &walBytes, &walRecords, &walFPI); err != nil {
 		return nil, fmt.Errorf("pg_stat_database: %w", err)
 	}
-	var calls int64
+	var calls, nested int64
 	var execMS float64
 	if err := conn.QueryRow(ctx, `
-		SELECT COALESCE(sum(calls), 0)::bigint, COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements
-		WHERE toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND query NOT LIKE '%bench-probe%'`).Scan(&calls, &execMS); err != nil {
+		SELECT COALESCE(sum(calls) FILTER (WHERE toplevel), 0)::bigint, COALESCE(sum(calls) FILTER (WHERE NOT toplevel), 0)::bigint,
+		       COALESCE(sum(total_exec_time) FILTER (WHERE toplevel), 0)::float8
+		FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%bench-probe%'`).Scan(&calls, &nested, &execMS); err != nil {
 		return nil, fmt.Errorf("pg_stat_statements: %w", err)
 	}
 	rows = append(rows,
-		[2]string{"statements per replied message (top level, every client)", fmt.Sprintf("%.1f (%.2f ms of execution)", float64(calls)/replies, execMS/replies)},
+		[2]string{"statements per replied message (top level, every client; their execution time, lock waits included)", fmt.Sprintf("%.1f (%.2f ms)", float64(calls)/replies, execMS/replies)},
+		[2]string{"nested statements per replied message (triggers, foreign key checks)", fmt.Sprintf("%.1f", float64(nested)/replies)},
 		[2]string{"commits / rollbacks per replied message", fmt.Sprintf("%.2f / %.2f", float64(commits)/replies, float64(rollbacks)/replies)},
 		[2]string{"WAL per replied message", fmt.Sprintf("%.1f kB, %.0f records, %.2f full-page images", float64(walBytes)/1024/replies, float64(walRecords)/replies, float64(walFPI)/replies)},
 	)
