@@ -145,7 +145,6 @@ func (f *Fetcher) MaxBytes() int64 { return f.maxBytes }
 // Hosts is the host rule the fetcher applies.
 func (f *Fetcher) Hosts() Hosts { return f.hosts }
 
-
 // Download is an attachment being read: at most the fetcher's MaxBytes, then
 // ErrTooLarge. It streams; nothing is buffered beyond what the reader asks.
 type Download struct {
