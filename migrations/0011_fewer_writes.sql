@@ -1,7 +1,7 @@
 -- +goose Up
 -- 0011_fewer_writes: a trace event's order costs no extra row lock or write,
--- events and messages skip a redundant check of the tenants row, and a
--- reply's status updates can be HOT.
+-- events skip a redundant check of the tenants row, and a reply's status
+-- updates can be HOT.
 --
 -- Migration 0007 numbered each story's events (an inbound message and its
 -- reply) with a counter row per story, upserted by a trigger for every event:
@@ -28,9 +28,6 @@ DROP TABLE message_event_seqs;
 -- the key's check locked the tenants row (FOR KEY SHARE) once per event, the
 -- same row for every concurrent transaction of a tenant.
 ALTER TABLE message_events DROP CONSTRAINT message_events_tenant_id_fkey;
--- The same holds for a message, whose conversation belongs to the tenant:
--- two checks of the tenants row per replied message fewer.
-ALTER TABLE messages DROP CONSTRAINT messages_tenant_id_fkey;
 
 -- A reply's row is updated four times (claim, Twilio's answer, sent,
 -- delivered), and none of those updates was HOT: the reply's status was in
@@ -55,8 +52,6 @@ ALTER TABLE messages DROP COLUMN in_flight;
 CREATE INDEX messages_unfinished_idx ON messages (accepted_at)
     WHERE accepted_at IS NOT NULL AND status NOT IN ('delivered', 'read', 'failed', 'undelivered')
       AND error_reason IS NULL;
-ALTER TABLE messages ADD CONSTRAINT messages_tenant_id_fkey
-    FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE;
 ALTER TABLE message_events ADD CONSTRAINT message_events_tenant_id_fkey
     FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE;
 CREATE TABLE message_event_seqs (
