@@ -103,3 +103,53 @@ func TestMarkFailedRefundsOnce(t *testing.T) {
 	require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM credit_ledger WHERE message_id = $1 AND reason = 'refund'`, id).Scan(&refunds))
 	require.Equal(t, 1, refunds)
 }
+
+// TestRecordStatusCallbacks: one statement dedupes a batch of callbacks; a
+// pair already recorded, or given twice, is new only the first time.
+func TestRecordStatusCallbacks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testdb.Tx(t)
+	a, b := "SM"+testdb.Unique()+testdb.Unique(), "SM"+testdb.Unique()+testdb.Unique()
+	fresh, err := store.RecordStatusCallback(ctx, tx, a, "sent")
+	require.NoError(t, err)
+	require.True(t, fresh)
+	got, err := store.RecordStatusCallbacks(ctx, tx, []store.StatusCallbackKey{
+		{SID: a, Status: "sent"}, {SID: a, Status: "delivered"}, {SID: b, Status: "sent"}, {SID: a, Status: "delivered"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, true, true, false}, got)
+}
+
+// TestTraceNumbersTheStory: a story's events are numbered 1, 2, 3, ... in
+// the order they were written, across the inbound message and its reply.
+func TestTraceNumbersTheStory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testdb.Tx(t)
+	ten := testdb.NewTenant(t, tx, 0)
+	ch, err := store.ChannelByAddress(ctx, tx, ten.WhatsApp)
+	require.NoError(t, err)
+	in, err := store.InsertInbound(ctx, tx, store.Inbound{TenantID: ten.ID, ChannelID: ch.ID, From: "whatsapp:" + testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique() + testdb.Unique()})
+	require.NoError(t, err)
+	// Another story's events in between take numbers of the sequence, not
+	// places in this story.
+	other, err := store.InsertInbound(ctx, tx, store.Inbound{TenantID: ten.ID, ChannelID: ch.ID, From: "whatsapp:" + testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique() + testdb.Unique()})
+	require.NoError(t, err)
+	require.NoError(t, store.AddEvents(ctx, tx, ten.ID, in.MessageID, store.Event{Kind: "turn.routed"}, store.Event{Kind: "turn.llm"}))
+	require.NoError(t, store.AddEvent(ctx, tx, ten.ID, other.MessageID, "turn.routed", nil))
+	replyTo := in.MessageID
+	reply, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: store.AuthorBot, Body: "hi", ReplyToID: &replyTo, EventKind: "turn.reply"})
+	require.NoError(t, err)
+	require.NoError(t, store.AddEvent(ctx, tx, ten.ID, reply, "send.attempt", nil))
+
+	events, err := store.MessageEvents(ctx, tx, store.AllTenants(), []int64{in.MessageID, reply})
+	require.NoError(t, err)
+	var kinds []string
+	for i, e := range events {
+		require.NotNil(t, e.Seq)
+		require.EqualValues(t, i+1, *e.Seq)
+		kinds = append(kinds, e.Kind)
+	}
+	require.Equal(t, []string{"webhook.received", "turn.routed", "turn.llm", "turn.reply", "send.attempt"}, kinds)
+}
