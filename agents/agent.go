@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/conversa/conversa/store"
 )
 
 // ToolHandoff is the tool an agent calls to hand the conversation to a person.
@@ -46,6 +48,8 @@ type Agent struct {
 	// an unavailable LLM and hands the conversation to a person ("" means
 	// DefaultFallbackMessage).
 	FallbackMessage string
+	// HTTPTools are the business's endpoints the agent may call (tools.go).
+	HTTPTools []store.HTTPTool
 }
 
 // DefaultFallbackMessage is the notice of an agent with no fallback_message.
@@ -105,6 +109,12 @@ type Request struct {
 	// CurrentAgent is the agent that answered the conversation last ("" for
 	// none): the routing agent keeps it unless a keyword points elsewhere.
 	CurrentAgent string
+	// Knowledge are the passages of the tenant's documents found for
+	// Pending, best first.
+	Knowledge []store.Passage
+	// ToolRounds are this turn's tool calls so far and their results, in
+	// order: the agent goes on from them (tools.go).
+	ToolRounds []ToolRound
 }
 
 // Usage is what one provider call cost and took.
@@ -122,6 +132,9 @@ type Usage struct {
 
 // Answer is an agent's decision for one turn.
 type Answer struct {
+	// ToolCalls, when not empty, are HTTP tools the agent wants called
+	// before it answers; Text is then empty (tools.go).
+	ToolCalls []ToolCall
 	// Text is the reply to send, already bounded and cleaned.
 	Text string
 	// Handoff is set when the agent called ToolHandoff.

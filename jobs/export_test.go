@@ -4,10 +4,18 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/conversa/conversa/store"
 )
 
 // SetBeforeCommit makes the turn run f inside its transaction just before
 // commit, so tests can fail a turn after it wrote everything.
 func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) error) {
 	w.beforeCommit = f
+}
+
+// SetAfterToolCall makes the turn run f after each tool POST, before its
+// result is recorded, so tests can crash a turn between the two.
+func (w *ReplyWorker) SetAfterToolCall(f func(ctx context.Context, c store.ToolCall) error) {
+	w.afterToolCall = f
 }

@@ -16,6 +16,8 @@ type Metrics struct {
 	inboundToSent prometheus.Histogram
 	duplicates    *prometheus.CounterVec
 	gaveUp        *prometheus.CounterVec
+	toolCalls     *prometheus.CounterVec
+	toolLatency   prometheus.Histogram
 	maintenanceMetrics
 }
 
@@ -45,8 +47,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		gaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conversa_turns_gave_up_total", Help: "Turns the bot gave up on and handed to a person, by reason (rate_limited, outage, llm_failed).",
 		}, []string{"reason"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_tool_calls_total", Help: "HTTP tool calls made, by outcome (ok, timeout, http_error, bad_answer, network, refused, unknown_tool, bad_arguments).",
+		}, []string{"outcome"}),
+		toolLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conversa_tool_call_duration_seconds", Help: "HTTP tool call latency, from the POST to the whole answer.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 	}
-	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp)
+	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp, m.toolCalls, m.toolLatency)
 	m.maintenanceMetrics = newMaintenanceMetrics(reg)
 	return m
 }
@@ -93,6 +102,14 @@ func (m *Metrics) Duplicate(where string) {
 func (m *Metrics) GaveUp(reason string) {
 	if m != nil {
 		m.gaveUp.WithLabelValues(reason).Inc()
+	}
+}
+
+// ToolCall records one HTTP tool call by outcome.
+func (m *Metrics) ToolCall(outcome string, latency time.Duration) {
+	if m != nil {
+		m.toolCalls.WithLabelValues(outcome).Inc()
+		m.toolLatency.Observe(latency.Seconds())
 	}
 }
 

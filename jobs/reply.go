@@ -54,6 +54,10 @@ type ReplyWorker struct {
 	// beforeCommit, when set (tests), runs inside the turn's transaction
 	// just before commit; an error fails the attempt.
 	beforeCommit func(ctx context.Context, tx pgx.Tx) error
+	// tools POSTs the agents' HTTP tool calls (tools.go); afterToolCall,
+	// when set (tests), runs between a POST and its record.
+	tools         ToolHTTP
+	afterToolCall func(ctx context.Context, c store.ToolCall) error
 }
 
 // NewReplyWorker builds the conversa.reply worker from d. A nil d.LLM means
@@ -74,7 +78,10 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	}
 	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics,
 		llmTimeout: cmp.Or(d.LLMTimeout, DefaultLLMTimeout), giveUp: cmp.Or(d.LLMGiveUp, DefaultLLMGiveUp),
-		media: d.Media, sealer: d.Sealer}
+		media: d.Media, sealer: d.Sealer, tools: d.Tools}
+	if rw.tools.Client == nil {
+		rw.tools = NewToolHTTP(false)
+	}
 	if rw.media.Timeout <= 0 {
 		rw.media.Timeout = DefaultMediaTimeout
 	}
@@ -208,9 +215,15 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	if route.Usage != nil {
 		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
 	}
-	ans, err := w.provider.Reply(ctx, req)
-	if ans.Usage.Provider != "" {
-		w.metrics.LLM(ans.Usage.Provider, ans.Usage.Model, ans.Usage.Latency, ans.Usage.PromptTokens, ans.Usage.CompletionTokens)
+	knowledge, err := w.knowledge(ctx, a, agent, plan.Pending)
+	if err != nil {
+		return "", err
+	}
+	req.Knowledge = knowledge.passages
+	ans, toolEvents, err := w.answer(ctx, log, job, req)
+	var toolErr toolRoundError
+	if errors.As(err, &toolErr) {
+		return "", err
 	}
 	if err != nil {
 		// Recorded outside any transaction so the trace keeps every failed
@@ -241,6 +254,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		{Kind: "turn.memory", Detail: map[string]any{"source": source, "history_turns": len(plan.History),
 			"pending_messages": len(plan.Pending), "summary_chars": len(st.Summary), "folded_turns": len(plan.Fold)}},
 	}
+	events = append(append(events, knowledge.events...), toolEvents...)
 	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events, price)
 }
 
@@ -381,7 +395,7 @@ func agentList(stored []store.Agent) []agents.Agent {
 	out := make([]agents.Agent, 0, len(stored))
 	for _, s := range stored {
 		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
-			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision}
+			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision, HTTPTools: s.HTTPTools}
 		for _, f := range s.FAQ {
 			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
 		}

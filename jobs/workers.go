@@ -59,6 +59,9 @@ type Deps struct {
 	Twilio *Twilio
 	// Media fetches and transcribes inbound attachments (zero: never fetched).
 	Media Media
+	// Tools POSTs agents' HTTP tool calls (NewToolHTTP with
+	// TOOLS_ALLOW_PRIVATE); zero means NewToolHTTP(false).
+	Tools ToolHTTP
 	// ReconcileAfter is RECONCILE_AFTER (0 = DefaultReconcileAfter).
 	ReconcileAfter time.Duration
 }
