@@ -18,6 +18,8 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/internal/egress"
+	"github.com/conversa/conversa/internal/signing"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
@@ -268,7 +270,10 @@ func (t ToolHTTP) post(ctx context.Context, url, key string, body []byte, secret
 	if err != nil {
 		var netErr net.Error
 		out := toolAnswer{outcome: store.ToolNetwork, reason: "could not reach the tool", latency: time.Since(start)}
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) {
+		switch {
+		case errors.Is(err, egress.ErrRefused):
+			out.outcome, out.reason = store.ToolRefused, "the tool's address may not be called"
+		case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
 			out.outcome, out.reason = store.ToolTimeout, fmt.Sprintf("no answer within %s", ToolTimeout)
 		}
 		return out
@@ -303,16 +308,19 @@ func (t ToolHTTP) post(ctx context.Context, url, key string, body []byte, secret
 	return out
 }
 
-// NewToolHTTP is the tool caller of a process: a client that never follows
-// redirects, and private and loopback addresses refused unless allowPrivate
-// (TOOLS_ALLOW_PRIVATE).
+// NewToolHTTP is the tool caller of a process: the egress client (never
+// follows redirects; private and loopback addresses refused after DNS unless
+// allowPrivate, TOOLS_ALLOW_PRIVATE), the same rule on the URL first, and
+// the tenant's signature.
 func NewToolHTTP(allowPrivate bool) ToolHTTP {
 	return ToolHTTP{
-		Client: &http.Client{Timeout: ToolTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		Client: egress.NewClient(egress.Options{AllowPrivate: allowPrivate, Timeout: ToolTimeout}),
+		Check:  func(url string) error { return egress.CheckURL(url, allowPrivate) },
+		Sign:   signing.Header,
 	}
 }
 
 // signingSecrets are the tenant's valid signing secrets, newest first.
 func (w *ReplyWorker) signingSecrets(ctx context.Context, tenantID string) ([]string, error) {
-	return []string{}, nil
+	return store.SigningSecrets(ctx, w.db, w.sealer, tenantID)
 }

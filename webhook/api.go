@@ -44,7 +44,11 @@ func (s *server) apiError(c *gin.Context, err error) {
 	case errors.Is(err, errAdminOnly):
 		status, code, msg = http.StatusForbidden, "forbidden", err.Error()
 	case errors.Is(err, errTooLarge):
-		status, code, msg = http.StatusRequestEntityTooLarge, "too_large", "request body over 64 KiB"
+		status, code, msg = http.StatusRequestEntityTooLarge, "too_large", tooLarge{MaxBodyBytes}.Error()
+		var tl tooLarge
+		if errors.As(err, &tl) {
+			msg = tl.Error()
+		}
 	case errors.Is(err, errInvalid):
 		status, code, msg = http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), errInvalid.Error()+": ")
 	case errors.Is(err, store.ErrNotFound):
@@ -73,11 +77,22 @@ func conflictMessage(err error) string {
 // decodeJSON reads one JSON object of at most MaxBodyBytes into v; unknown
 // fields, wrong types and trailing data are 400 with a readable reason.
 func decodeJSON(c *gin.Context, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
+	return decodeJSONUpTo(c, v, MaxBodyBytes)
+}
+
+// tooLarge is a body over a route's own limit (413).
+type tooLarge struct{ limit int64 }
+
+func (e tooLarge) Error() string { return fmt.Sprintf("request body over %d KiB", e.limit>>10) }
+func (e tooLarge) Unwrap() error { return errTooLarge }
+
+// decodeJSONUpTo is decodeJSON for a route that takes bodies up to limit.
+func decodeJSONUpTo(c *gin.Context, v any, limit int64) error {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errTooLarge
+			return tooLarge{limit}
 		}
 		return invalid("could not read the body")
 	}

@@ -177,7 +177,7 @@ func (s *server) putAgent(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	a, err := ValidateAgent(c.Param("name"), req)
+	a, err := ValidateAgent(c.Param("name"), req, s.ToolsAllowPrivate)
 	if err != nil {
 		s.apiError(c, err)
 		return

@@ -2,11 +2,14 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/conversa/conversa/internal/egress"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
@@ -114,11 +117,27 @@ type AgentInput struct {
 	FallbackMessage string `json:"fallback_message"`
 	// Vision passes images to the model as image parts.
 	Vision bool `json:"vision"`
+	// HTTPTools are the business's endpoints the agent may call (docs/tools.md).
+	HTTPTools []HTTPToolInput `json:"http_tools"`
 }
+
+// HTTPToolInput is one HTTP tool as an operator submits it.
+type HTTPToolInput struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Parameters  json.RawMessage `json:"parameters"`
+	URL         string          `json:"url"`
+	Keywords    []string        `json:"keywords"`
+}
+
+// MaxHTTPTools is the most HTTP tools an agent may have.
+const MaxHTTPTools = 16
 
 // ValidateAgent checks and cleans an agent's configuration. Each problem is
 // a FieldError naming the field ("system_prompt", "faq[2].answer", ...).
-func ValidateAgent(name string, in AgentInput) (store.Agent, error) {
+// allowPrivate admits HTTP tool URLs on loopback and private addresses
+// (TOOLS_ALLOW_PRIVATE).
+func ValidateAgent(name string, in AgentInput, allowPrivate bool) (store.Agent, error) {
 	if !agentNameRE.MatchString(name) {
 		return store.Agent{}, fieldErr("name", invalid("agent name must be 1-63 of a-z, 0-9, _ and -, starting with a letter or digit"))
 	}
@@ -160,7 +179,61 @@ func ValidateAgent(name string, in AgentInput) (store.Agent, error) {
 		}
 		a.FAQ = append(a.FAQ, e)
 	}
+	if a.HTTPTools, err = validateHTTPTools(in.HTTPTools, in.Tools, allowPrivate); err != nil {
+		return store.Agent{}, err
+	}
 	return a, nil
+}
+
+// validateHTTPTools checks an agent's HTTP tools; a problem is a FieldError
+// on "http_tools" whose message names the tool's field.
+func validateHTTPTools(in []HTTPToolInput, builtin []string, allowPrivate bool) ([]store.HTTPTool, error) {
+	bad := func(format string, args ...any) error { return fieldErr("http_tools", invalid(format, args...)) }
+	if len(in) > MaxHTTPTools {
+		return nil, bad("http_tools lists at most %d tools", MaxHTTPTools)
+	}
+	out := make([]store.HTTPTool, 0, len(in))
+	seen := map[string]bool{"handoff_to_human": true}
+	for _, b := range builtin {
+		seen[b] = true
+	}
+	for i, t := range in {
+		if !toolNameRE.MatchString(t.Name) {
+			return nil, bad("http_tools[%d].name must be 1-64 of a-z, 0-9 and _, starting with a letter", i)
+		}
+		if seen[t.Name] {
+			return nil, bad("http_tools[%d].name %q is a duplicate tool name", i, t.Name)
+		}
+		seen[t.Name] = true
+		desc, err := textField(fmt.Sprintf("http_tools[%d].description", i), t.Description, false, 1000)
+		if err != nil {
+			return nil, fieldErr("http_tools", err)
+		}
+		params := map[string]any{"type": "object", "properties": map[string]any{}}
+		if len(t.Parameters) > 0 && string(t.Parameters) != "null" {
+			params = nil
+			if json.Unmarshal(t.Parameters, &params) != nil || params == nil {
+				return nil, bad("http_tools[%d].parameters must be a JSON Schema object", i)
+			}
+			if typ, ok := params["type"]; ok && typ != "object" {
+				return nil, bad(`http_tools[%d].parameters must be a JSON Schema of "type": "object"`, i)
+			}
+			params["type"] = "object"
+		}
+		url := strings.TrimSpace(t.URL)
+		if url == "" {
+			return nil, bad("http_tools[%d].url is required", i)
+		}
+		if err := egress.CheckURL(url, allowPrivate); err != nil {
+			return nil, bad("http_tools[%d].url: %s", i, strings.TrimPrefix(err.Error(), egress.ErrRefused.Error()+": "))
+		}
+		kw, err := keywords(fmt.Sprintf("http_tools[%d].keywords", i), t.Keywords)
+		if err != nil {
+			return nil, fieldErr("http_tools", err)
+		}
+		out = append(out, store.HTTPTool{Name: t.Name, Description: desc, Parameters: params, URL: url, Keywords: kw})
+	}
+	return out, nil
 }
 
 // Trace is a message's story as GET /api/v1/messages/:id/trace shows it.

@@ -59,6 +59,9 @@ type Deps struct {
 	// MediaHosts is where inbound attachments may be (media.NewHosts of
 	// TWILIO_API_URL); the zero value admits Twilio's own hosts only.
 	MediaHosts media.Hosts
+	// ToolsAllowPrivate admits agents' HTTP tool URLs on loopback and
+	// private addresses (TOOLS_ALLOW_PRIVATE).
+	ToolsAllowPrivate bool
 }
 
 // server holds the handlers' shared dependencies.
@@ -87,6 +90,10 @@ func NewHandler(d Deps) *gin.Engine {
 	api.POST("/tenants/:id/credits", s.requireAdmin, s.idempotent, s.addCredits)
 	api.POST("/tenants/:id/signing-secret", s.rotateSigningSecret)
 	api.PUT("/tenants/:id/agents/:name", s.putAgent)
+	api.PUT("/tenants/:id/knowledge", s.putKnowledgeSettings)
+	api.GET("/tenants/:id/knowledge", s.listKnowledge)
+	api.PUT("/tenants/:id/knowledge/:doc", s.putKnowledge)
+	api.DELETE("/tenants/:id/knowledge/:doc", s.deleteKnowledge)
 	api.GET("/conversations", s.listConversations)
 	api.GET("/conversations/:id/messages", s.listMessages)
 	api.POST("/conversations/:id/messages", s.idempotent, s.sendMessage)

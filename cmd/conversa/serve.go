@@ -301,6 +301,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Sealer:         sealer,
 			Twilio:         tw,
 			Media:          mediaDeps,
+			Tools:          jobs.NewToolHTTP(a.cfg.ToolsAllowPrivate),
 			ReconcileAfter: a.cfg.ReconcileAfter,
 		})
 		if err != nil {
@@ -324,17 +325,18 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			return err
 		}
 		edge := webhook.NewHandler(webhook.Deps{
-			DB:            pool,
-			River:         riverClient,
-			Sealer:        sealer,
-			Logger:        logger,
-			Redis:         rdb,
-			PublicBaseURL: a.cfg.PublicBaseURL,
-			Debounce:      a.cfg.Debounce,
-			AdminToken:    a.cfg.AdminToken,
-			RiverUI:       ui,
-			Metrics:       edgeMetrics,
-			MediaHosts:    a.mediaHosts(),
+			DB:                pool,
+			River:             riverClient,
+			Sealer:            sealer,
+			Logger:            logger,
+			Redis:             rdb,
+			PublicBaseURL:     a.cfg.PublicBaseURL,
+			Debounce:          a.cfg.Debounce,
+			AdminToken:        a.cfg.AdminToken,
+			RiverUI:           ui,
+			Metrics:           edgeMetrics,
+			MediaHosts:        a.mediaHosts(),
+			ToolsAllowPrivate: a.cfg.ToolsAllowPrivate,
 		})
 		if err := console.Mount(edge, console.Deps{DB: pool, River: riverClient, Logger: logger, AdminToken: a.cfg.AdminToken,
 			Secure: strings.HasPrefix(a.cfg.PublicBaseURL, "https://")}); err != nil {

@@ -368,7 +368,9 @@ func (h *Handler) saveAgent(c *gin.Context) {
 	var a store.Agent
 	if err == nil {
 		in.FAQ = faq
-		a, err = webhook.ValidateAgent(name, in)
+		a, err = webhook.ValidateAgent(name, in, false)
+		// The form does not edit HTTP tools: the agent keeps its own.
+		a.HTTPTools = agentTools(list, name)
 	}
 	var fe *webhook.FieldError
 	if errors.As(err, &fe) {
@@ -385,6 +387,16 @@ func (h *Handler) saveAgent(c *gin.Context) {
 		return
 	}
 	h.redirect(c, Prefix+"/agents/"+name+"?saved=1")
+}
+
+// agentTools are the HTTP tools of the agent named name in list.
+func agentTools(list []store.Agent, name string) []store.HTTPTool {
+	for _, a := range list {
+		if a.Name == name {
+			return a.HTTPTools
+		}
+	}
+	return nil
 }
 
 func hasAgent(list []store.Agent, name string) bool {
