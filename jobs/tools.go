@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -239,6 +240,8 @@ type ToolHTTP struct {
 	Check func(url string) error
 	// Sign is the X-Conversa-Signature value for a body.
 	Sign func(secrets []string, body []byte) string
+	// Timeout bounds one call (0 = ToolTimeout).
+	Timeout time.Duration
 }
 
 // post makes one POST of a tool call.
@@ -249,7 +252,8 @@ func (t ToolHTTP) post(ctx context.Context, url, key string, body []byte, secret
 			return toolAnswer{outcome: store.ToolRefused, reason: "the tool's URL may not be called"}
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, ToolTimeout)
+	timeout := cmp.Or(t.Timeout, ToolTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -274,7 +278,7 @@ func (t ToolHTTP) post(ctx context.Context, url, key string, body []byte, secret
 		case errors.Is(err, egress.ErrRefused):
 			out.outcome, out.reason = store.ToolRefused, "the tool's address may not be called"
 		case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
-			out.outcome, out.reason = store.ToolTimeout, fmt.Sprintf("no answer within %s", ToolTimeout)
+			out.outcome, out.reason = store.ToolTimeout, fmt.Sprintf("no answer within %s", timeout)
 		}
 		return out
 	}
@@ -286,7 +290,7 @@ func (t ToolHTTP) post(ctx context.Context, url, key string, body []byte, secret
 	case err != nil:
 		out.outcome, out.reason = store.ToolNetwork, "the answer was cut off"
 		if errors.Is(err, context.DeadlineExceeded) {
-			out.outcome, out.reason = store.ToolTimeout, fmt.Sprintf("no whole answer within %s", ToolTimeout)
+			out.outcome, out.reason = store.ToolTimeout, fmt.Sprintf("no whole answer within %s", timeout)
 		}
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		out.outcome, out.reason = store.ToolHTTPError, fmt.Sprintf("the tool answered HTTP %d", resp.StatusCode)
