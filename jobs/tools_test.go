@@ -277,3 +277,23 @@ func TestOpenAIToolRounds(t *testing.T) {
 	require.Equal(t, agents.MaxToolRounds, e.count(`SELECT count(*) FROM tool_calls WHERE message_id = $1`, in2.MessageID))
 	require.Len(t, e.replies(), 2, "the model answered once its rounds were spent")
 }
+
+// The offline agent answers from the knowledge base when no FAQ rule
+// matches, and the trace names the passages (never their text).
+func TestOfflineAnswersWithBestPassage(t *testing.T) {
+	t.Parallel()
+	e := newTurnEnv(t, 5, nil)
+	_, _, err := store.PutKnowledgeDoc(e.ctx, e.tx, e.ten.ID, "clinic.md", nil,
+		"# Parking\n\nFree parking behind the building, entrance on Rua Augusta.\n\n# X-rays\n\nX-rays are done on Tuesdays.")
+	require.NoError(t, err)
+	in := e.inbound("where can I leave my car? is there parking")
+
+	e.work(in)
+	require.Equal(t, []string{"Parking\nFree parking behind the building, entrance on Rua Augusta."}, e.replies())
+	ev := e.events(in.MessageID)["turn.knowledge"]
+	require.NotNil(t, ev)
+	passages := ev["passages"].([]any)
+	require.Equal(t, "clinic.md", passages[0].(map[string]any)["doc"])
+	raw, _ := json.Marshal(ev)
+	require.NotContains(t, string(raw), "Augusta")
+}

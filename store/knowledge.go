@@ -120,10 +120,8 @@ func cutLong(s string, n int) []string {
 }
 
 // PutKnowledgeDoc creates or replaces a tenant's document: its passages
-// are replaced in the same statement, indexed in the tenant's language. It
-// reports whether the document was created. db should be a transaction
-// when the caller wants the swap atomic with anything else; the statement
-// itself is atomic.
+// are replaced in the same round trip (one implicit transaction), indexed
+// in the tenant's language. It reports whether the document was created.
 func PutKnowledgeDoc(ctx context.Context, db DBTX, tenantID, name string, agents []string, text string) (KnowledgeDoc, bool, error) {
 	if agents == nil {
 		agents = []string{}
@@ -135,23 +133,23 @@ func PutKnowledgeDoc(ctx context.Context, db DBTX, tenantID, name string, agents
 	}
 	var d KnowledgeDoc
 	var created bool
-	err := db.QueryRow(ctx, `
-		WITH doc AS (
-			INSERT INTO knowledge_docs (tenant_id, name, agents, bytes) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (tenant_id, name) DO UPDATE SET agents = EXCLUDED.agents, bytes = EXCLUDED.bytes, updated_at = now()
-			RETURNING id, name, agents, bytes, updated_at, xmax = 0 AS created
-		), gone AS (
-			DELETE FROM knowledge_passages p USING doc WHERE p.doc_id = doc.id
-		), ins AS (
-			INSERT INTO knowledge_passages (tenant_id, doc_id, ord, body, language)
-			SELECT $1, doc.id, n.ord, n.body, t.knowledge_language
-			FROM doc, tenants t, unnest($5::int[], $6::text[]) AS n(ord, body)
-			WHERE t.id = $1
-		)
-		SELECT id, name, agents, bytes, updated_at, created FROM doc`,
-		tenantID, name, agents, len(text), ords, passages,
-	).Scan(&d.ID, &d.Name, &d.Agents, &d.Bytes, &d.UpdatedAt, &created)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO knowledge_docs (tenant_id, name, agents, bytes) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (tenant_id, name) DO UPDATE SET agents = EXCLUDED.agents, bytes = EXCLUDED.bytes, updated_at = now()
+		RETURNING id, name, agents, bytes, updated_at, xmax = 0 AS created`,
+		tenantID, name, agents, len(text)).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&d.ID, &d.Name, &d.Agents, &d.Bytes, &d.UpdatedAt, &created)
+	})
+	// Separate statements: one statement's DELETE and INSERT would see the
+	// same snapshot and collide on (doc_id, ord).
+	b.Queue(`DELETE FROM knowledge_passages WHERE doc_id = (SELECT id FROM knowledge_docs WHERE tenant_id = $1 AND name = $2)`, tenantID, name)
+	b.Queue(`
+		INSERT INTO knowledge_passages (tenant_id, doc_id, ord, body, language)
+		SELECT $1, d.id, n.ord, n.body, t.knowledge_language
+		FROM knowledge_docs d JOIN tenants t ON t.id = d.tenant_id, unnest($3::int[], $4::text[]) AS n(ord, body)
+		WHERE d.tenant_id = $1 AND d.name = $2`, tenantID, name, ords, passages)
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		if isForeignKeyViolation(err) {
 			return d, false, ErrNotFound
 		}
