@@ -1,12 +1,14 @@
 package twilio
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"syscall"
 	"time"
@@ -57,7 +59,41 @@ type rewriteHost struct {
 func (rt *rewriteHost) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.URL.Scheme, r.URL.Host, r.Host = rt.scheme, rt.host, ""
-	return rt.base.RoundTrip(r)
+	resp, err := rt.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	return typedErrorBody(resp)
+}
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 64 << 10
+
+// statusError is an error answer from Twilio whose body is not Twilio's JSON
+// error (an HTML page from a proxy, or a body cut off): twilio-go could only
+// report it as text, so the transport reports it with its status instead.
+type statusError struct{ status int }
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("twilio answered HTTP %d without a readable error body", e.status)
+}
+
+// typedErrorBody passes on every answer twilio-go can read — a success, a
+// redirect, or an error whose body decodes as Twilio's JSON error (which
+// twilio-go turns into a *client.TwilioRestError) — and turns any other
+// error answer into a *statusError, so Classify sees the HTTP status as a
+// value rather than in an error's text.
+func typedErrorBody(resp *http.Response) (*http.Response, error) {
+	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+		return resp, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	_ = resp.Body.Close()
+	if err == nil && json.NewDecoder(bytes.NewReader(body)).Decode(&client.TwilioRestError{}) == nil {
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		return resp, nil
+	}
+	return nil, &statusError{status: resp.StatusCode}
 }
 
 // rest returns a twilio-go client for one account.
@@ -252,8 +288,6 @@ var permanentReasons = map[int]string{
 	63016: "outside_whatsapp_window",
 }
 
-var httpCodeInText = regexp.MustCompile(`HTTP error code: (\d{3})`)
-
 // Classify sorts a Send error into retry, permanent or ambiguous. Only what
 // proves Twilio did not create the message is retried blindly: a 429 or a
 // refused connection. A timeout, a 5xx, a dropped connection or an
@@ -261,8 +295,19 @@ var httpCodeInText = regexp.MustCompile(`HTTP error code: (\d{3})`)
 func Classify(err error) *SendError {
 	se := &SendError{Class: ClassAmbiguous, Reason: "unknown_outcome", Err: err}
 	var rest *client.TwilioRestError
+	var status *statusError
 	var uerr *url.Error
 	switch {
+	case errors.As(err, &status):
+		// An error answer that is not Twilio's JSON (a proxy's page): the
+		// status is all there is.
+		se.HTTPStatus = status.status
+		if se.HTTPStatus == http.StatusTooManyRequests {
+			se.Class, se.Reason = ClassRetry, "too_many_requests"
+			return se
+		}
+		se.Reason = "unreadable_error_body"
+		return se
 	case errors.As(err, &rest):
 		se.Code, se.HTTPStatus = rest.Code, rest.Status
 		if reason, ok := transientCodes[rest.Code]; ok || rest.Status == http.StatusTooManyRequests {
@@ -300,15 +345,6 @@ func Classify(err error) *SendError {
 		}
 		se.Reason = "connection_lost"
 		return se
-	}
-	// A non-JSON error body (an HTML page from a proxy): only its text has the status.
-	if m := httpCodeInText.FindStringSubmatch(err.Error()); m != nil {
-		se.HTTPStatus, _ = strconv.Atoi(m[1])
-		if se.HTTPStatus == http.StatusTooManyRequests {
-			se.Class, se.Reason = ClassRetry, "too_many_requests"
-			return se
-		}
-		se.Reason = "unreadable_error_body"
 	}
 	return se
 }

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twilio/twilio-go/client"
@@ -49,13 +53,60 @@ func TestClassify(t *testing.T) {
 		{"refused", urlErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), twilio.ClassRetry, "connection_refused"},
 		{"reset after write", urlErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), twilio.ClassAmbiguous, "connection_lost"},
 		{"EOF", urlErr(fmt.Errorf("EOF")), twilio.ClassAmbiguous, "connection_lost"},
-		{"html 502", fmt.Errorf("error decoding the response for an HTTP error code: 502: invalid character '<'"), twilio.ClassAmbiguous, "unreadable_error_body"},
-		{"html 429", fmt.Errorf("error decoding the response for an HTTP error code: 429: invalid character '<'"), twilio.ClassRetry, "too_many_requests"},
 		{"context", context.DeadlineExceeded, twilio.ClassAmbiguous, "unknown_outcome"},
 	} {
 		se := twilio.Classify(tc.err)
 		require.Equal(t, tc.class, se.Class, tc.name)
 		require.Equal(t, tc.reason, se.Reason, tc.name)
 		require.NotContains(t, se.Error(), "+1555", "%s: no phone numbers in job errors", tc.name)
+	}
+}
+
+// TestClassifyAnswersTwilioGoCannotRead sends through the real client to a
+// server that answers like a proxy in front of Twilio (an HTML page, or a
+// body cut off) and like Twilio itself (its JSON error): the class comes from
+// the HTTP status or Twilio's code, never from an error's text.
+func TestClassifyAnswersTwilioGoCannotRead(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		status      int
+		contentType string
+		body        string
+		class       string
+		reason      string
+		fetchClass  string
+	}{
+		{"html 502", 502, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>", twilio.ClassAmbiguous, "unreadable_error_body", twilio.FetchUnavailable},
+		{"html 429", 429, "text/html", "<html>slow down</html>", twilio.ClassRetry, "too_many_requests", twilio.FetchRateLimited},
+		{"empty 503", 503, "text/plain", "", twilio.ClassAmbiguous, "unreadable_error_body", twilio.FetchUnavailable},
+		{"cut-off json 500", 500, "application/json", `{"code": 20500, "mess`, twilio.ClassAmbiguous, "unreadable_error_body", twilio.FetchUnavailable},
+		{"json 429", 429, "application/json", `{"code": 20429, "message": "Too Many Requests to +15550001111", "status": 429}`, twilio.ClassRetry, "too_many_requests", twilio.FetchRateLimited},
+		{"json 400", 400, "application/json", `{"code": 21211, "message": "Invalid 'To' Phone Number: +15550001111", "status": 400}`, twilio.ClassPermanent, "invalid_to", twilio.FetchUnavailable},
+		{"html 404 fetch", 404, "text/html", "<html>not here</html>", twilio.ClassAmbiguous, "unreadable_error_body", twilio.FetchUnavailable},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", tc.contentType)
+			w.WriteHeader(tc.status)
+			_, _ = w.Write([]byte(tc.body))
+		}))
+		t.Cleanup(srv.Close)
+		c, err := twilio.New(srv.URL, 5*time.Second)
+		require.NoError(t, err)
+
+		_, _, err = c.Send(twilio.Outgoing{AccountSID: "AC" + strings.Repeat("0", 32), AuthToken: "tok",
+			From: "+15005550006", To: "+15550001111", Body: "hi", StatusCallback: "https://example.com/twilio/status?m=1"})
+		require.Error(t, err, tc.name)
+		se := twilio.Classify(err)
+		require.Equal(t, tc.class, se.Class, tc.name)
+		require.Equal(t, tc.reason, se.Reason, tc.name)
+		require.Equal(t, tc.status, se.HTTPStatus, tc.name)
+		require.NotContains(t, se.Error(), "+1555", "%s: no phone numbers in job errors", tc.name)
+
+		_, err = c.Fetch("AC"+strings.Repeat("0", 32), "tok", "SM1")
+		require.Error(t, err, tc.name)
+		class, status := twilio.ClassifyFetch(err)
+		require.Equal(t, tc.fetchClass, class, tc.name)
+		require.Equal(t, tc.status, status, tc.name)
 	}
 }
