@@ -11,3 +11,6 @@ import (
 func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) error) {
 	w.beforeCommit = f
 }
+
+// NoteOutcome is noteOutcome, for the metrics middleware's test.
+func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome) }

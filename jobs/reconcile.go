@@ -95,7 +95,7 @@ func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration {
 }
 
 // Work runs one reconciliation round.
-func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
+func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
 	deadline := w.now().Add(reconcileBudget)
 	// Accounts that answered 401 or 429, or whose pace is taken, wait for
 	// the next run.
@@ -108,7 +108,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 		done := 0
 		for _, c := range list {
 			if w.now().After(deadline) {
-				w.metrics.Job(job.Kind, "snoozed")
 				return river.JobSnooze(time.Second)
 			}
 			if blocked[c.AccountSID] {
@@ -116,7 +115,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 			}
 			ok, err := w.reconcile(ctx, c, blocked)
 			if err != nil {
-				w.metrics.Job(job.Kind, "retry")
 				return err
 			}
 			if ok {
@@ -124,7 +122,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 			}
 		}
 		if len(list) < reconcileBatch || done == 0 {
-			w.metrics.Job(job.Kind, "completed")
 			return nil
 		}
 	}

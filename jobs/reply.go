@@ -108,17 +108,13 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 		var snooze *river.JobSnoozeError
 		var cancel *river.JobCancelError
 		switch {
-		case errors.As(err, &snooze):
-			outcome = "snoozed"
-		case errors.As(err, &cancel):
+		case errors.As(err, &snooze), errors.As(err, &cancel):
 		default:
-			outcome = "retry"
 			reason := failureReason(err)
 			log.Warn("turn failed", "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", reason)
 			if job.Attempt >= job.MaxAttempts {
 				// The last attempt: say so on the inbound message, which
 				// otherwise would just never be answered.
-				outcome = "discarded"
 				ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				defer cancel()
 				_ = store.AddEvent(ectx, w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
@@ -126,7 +122,7 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 			}
 		}
 	}
-	w.metrics.Job(replyKind, outcome)
+	noteOutcome(ctx, outcome)
 	return err
 }
 
@@ -154,14 +150,15 @@ func failureReason(err error) string {
 	return err.Error()
 }
 
-// turn runs one turn and returns its outcome for metrics.
+// turn runs one turn and returns how it ended for conversa_jobs_total
+// (noteOutcome; it counts when the job completes).
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	readAt := time.Now()
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
-		return "cancelled", river.JobCancel(err)
+		return JobCancelled, river.JobCancel(err)
 	}
 	if err != nil {
 		return "", err
@@ -170,7 +167,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		return w.skip(ctx, log, a, "turn.skipped", reason, detail)
 	}
 	if remaining := w.debounce - st.QuietFor(); remaining > 0 {
-		return "snoozed", river.JobSnooze(remaining)
+		return JobSnoozed, river.JobSnooze(remaining)
 	}
 	price := st.ReplyPrice
 	if st.Credits < int64(price) {
@@ -226,7 +223,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		switch verdict, wait, reason := w.judgeProviderError(err, age, job.Attempt, job.MaxAttempts); verdict {
 		case verdictWait:
 			log.Info("turn waits for the LLM", "reason", reason, "wait_ms", wait.Milliseconds())
-			return "waiting", river.JobSnooze(wait)
+			return JobSnoozed, river.JobSnooze(wait)
 		case verdictGiveUp:
 			return w.handOver(ctx, log, job, agent, reason, age, err)
 		}
@@ -309,9 +306,9 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
 	if ans.Handoff {
-		return "handoff", nil
+		return JobHandoff, nil
 	}
-	return "completed", nil
+	return JobCompleted, nil
 }
 
 // queueReplySend inserts the reply's conversa.send job and completes the
@@ -341,7 +338,7 @@ func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a jobargs.Repl
 		return "", err
 	}
 	log.Info("turn skipped", "reason", reason)
-	return "skipped", nil
+	return JobSkipped, nil
 }
 
 // memoryTurns turns stored messages up to the turn's closing message into

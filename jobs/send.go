@@ -86,7 +86,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[jobargs.SendArgs])
 	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", job.Kind)
 	d, out := w.attempt(ctx, job)
 	label, err := w.settle(ctx, log, job, d, out)
-	w.metrics.Job(job.Kind, label)
+	noteOutcome(ctx, label)
 	return err
 }
 
