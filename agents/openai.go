@@ -13,6 +13,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
+
+	"github.com/conversa/conversa/store"
 )
 
 // OpenAIConfig configures the openai provider.
@@ -127,14 +129,14 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 	}
 	msgs := []openai.ChatCompletionMessageParamUnion{openai.SystemMessage(system)}
 	for _, t := range req.History {
-		switch t.Role {
-		case RoleCustomer:
+		switch t.Author {
+		case store.AuthorContact:
 			text := t.Text
 			if t.DuringHandoff {
 				text = "[written to a person from the team, not to you] " + text
 			}
 			msgs = append(msgs, openai.UserMessage(text))
-		case RoleHuman:
+		case store.AuthorHuman:
 			msgs = append(msgs, openai.AssistantMessage("[a person from the team wrote] "+t.Text))
 		default:
 			msgs = append(msgs, openai.AssistantMessage(t.Text))
@@ -146,7 +148,7 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 		Messages:  msgs,
 		MaxTokens: openai.Int(p.max),
 	}
-	if req.Agent.CanHandoff() {
+	if CanHandoff(req.Agent) {
 		params.Tools = []openai.ChatCompletionToolUnionParam{handoffTool}
 	}
 	resp, usage, err := p.complete(ctx, params)
@@ -159,7 +161,7 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 	}
 	msg := resp.Choices[0].Message
 	for _, tc := range msg.ToolCalls {
-		if tc.Function.Name == ToolHandoff && req.Agent.CanHandoff() {
+		if tc.Function.Name == ToolHandoff && CanHandoff(req.Agent) {
 			ans.Handoff = true
 			var a struct {
 				Reason string `json:"reason"`

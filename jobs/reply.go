@@ -197,7 +197,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		summary = agents.FoldSummary(st.Summary, plan.Fold)
 	}
 	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending, CurrentAgent: st.CurrentAgent}
-	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
+	agent, route := agents.Choose(ctx, w.provider, stored, req)
 	req.Agent = agent
 	if agent.Vision {
 		req.Images = w.images(ctx, log, a, mem, plan.PendingIDs)
@@ -350,13 +350,6 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 		if m.ID > throughID {
 			break
 		}
-		role := agents.RoleCustomer
-		switch m.Author {
-		case store.AuthorBot:
-			role = agents.RoleBot
-		case store.AuthorHuman:
-			role = agents.RoleHuman
-		}
 		text := m.Body
 		if len(m.Media) > 0 || m.Transcript != nil {
 			atts := make([]agents.Attachment, len(m.Media))
@@ -368,21 +361,7 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 			}
 			text = agents.MessageText(m.Body, m.Transcript, atts)
 		}
-		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Role: role, Text: text, DuringHandoff: m.DuringHandoff}})
-	}
-	return out
-}
-
-// agentList converts stored agents to the agents package's.
-func agentList(stored []store.Agent) []agents.Agent {
-	out := make([]agents.Agent, 0, len(stored))
-	for _, s := range stored {
-		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
-			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision}
-		for _, f := range s.FAQ {
-			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
-		}
-		out = append(out, a)
+		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Author: m.Author, Text: text, DuringHandoff: m.DuringHandoff}})
 	}
 	return out
 }
