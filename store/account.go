@@ -106,16 +106,3 @@ func ChannelByAddress(ctx context.Context, db DBTX, address string) (Channel, er
 	}
 	return ch, nil
 }
-
-// ChannelByID returns one channel of one tenant.
-func ChannelByID(ctx context.Context, db DBTX, tenantID string, id int64) (Channel, error) {
-	rows, err := db.Query(ctx, channelSelect+` WHERE c.id = $1 AND c.tenant_id = $2`, id, tenantID)
-	if err != nil {
-		return Channel{}, fmt.Errorf("channel by id: %w", err)
-	}
-	ch, err := collectChannel(rows)
-	if err != nil {
-		return Channel{}, fmt.Errorf("channel by id: %w", err)
-	}
-	return ch, nil
-}

@@ -84,8 +84,10 @@ func (s *Server) turnArgs(tenantID string, res store.InboundResult) jobargs.Repl
 
 // turnOpts makes the turn runnable once the conversation has been quiet for
 // Debounce; a newer message supersedes it with a turn of its own. With no
-// debounce there is no ScheduledAt at all (see FACTS: any ScheduledAt
-// inserts a "scheduled" job).
+// debounce there is no ScheduledAt at all: any ScheduledAt inserts a
+// "scheduled" job, which jobargs.ShortDelayMiddleware turns back into an
+// "available" one only within its range (see README, "Latency and
+// recovery").
 func (s *Server) turnOpts() *river.InsertOpts {
 	if s.Debounce <= 0 {
 		return nil
