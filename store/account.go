@@ -56,7 +56,7 @@ func AddAccount(ctx context.Context, db DBTX, tenantID, accountSID string, token
 			return Account{}, fmt.Errorf("add number: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return Account{}, fmt.Errorf("add number: %w: the number belongs to another tenant", ErrDuplicate)
+			return Account{}, fmt.Errorf("add number: %w", Refuse(ErrDuplicate, "the number belongs to another tenant"))
 		}
 	}
 	rows, err := db.Query(ctx, `SELECT address FROM channels WHERE account_id = $1 AND tenant_id = $2 ORDER BY address`, acc.ID, tenantID)

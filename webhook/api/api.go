@@ -27,7 +27,7 @@ var (
 
 // invalid is a validation error: 400 with its message shown to the caller.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errInvalid, fmt.Sprintf(format, args...))
+	return store.Refuse(errInvalid, fmt.Sprintf(format, args...))
 }
 
 // ErrorBody is the API's error shape: {"error":{"code":..., "message":...}}.
@@ -47,7 +47,7 @@ func (s *Server) apiError(c *gin.Context, err error) {
 	case errors.Is(err, edge.ErrTooLarge):
 		status, code, msg = http.StatusRequestEntityTooLarge, "too_large", "request body over 64 KiB"
 	case errors.Is(err, errInvalid):
-		status, code, msg = http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), errInvalid.Error()+": ")
+		status, code, msg = http.StatusBadRequest, "invalid_request", store.RefusalReason(err)
 	case errors.Is(err, store.ErrNotFound):
 		status, code, msg = http.StatusNotFound, "not_found", "not found"
 	case errors.Is(err, store.ErrDuplicate), errors.Is(err, store.ErrConflict):
@@ -60,13 +60,10 @@ func (s *Server) apiError(c *gin.Context, err error) {
 	c.AbortWithStatusJSON(status, ErrorBody(code, msg))
 }
 
-// conflictMessage is the part of a conflict error after the sentinel's text.
+// conflictMessage is a conflict's reason (store.Refusal), or "conflict".
 func conflictMessage(err error) string {
-	msg := err.Error()
-	for _, sentinel := range []error{store.ErrDuplicate, store.ErrConflict} {
-		if i := strings.Index(msg, sentinel.Error()+": "); i >= 0 {
-			return msg[i+len(sentinel.Error())+2:]
-		}
+	if reason := store.RefusalReason(err); reason != "" {
+		return reason
 	}
 	return "conflict"
 }
@@ -92,6 +89,8 @@ func decodeJSON(c *gin.Context, v any) error {
 		case errors.As(err, &typeErr) && typeErr.Field != "":
 			return invalid("field %q must be %s", typeErr.Field, jsonType(typeErr.Type.Kind().String()))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			// encoding/json reports an unknown field as text only (no typed
+			// error for it); this is the one place that reads it.
 			return invalid("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 		default:
 			return invalid("the body is not a valid JSON object")

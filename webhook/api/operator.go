@@ -16,9 +16,12 @@ import (
 // (/console/): a person's message, an agent's configuration and a message's
 // Trace are decided here once, whichever edge a request comes through.
 
-// ErrInvalid marks bad input to an operator action; the error's text says
-// what is wrong and is safe to show.
+// ErrInvalid marks bad input to an operator action; its store.Refusal says
+// what is wrong and is safe to show (store.RefusalReason).
 var ErrInvalid = errInvalid
+
+// Invalid is bad input to an operator action: ErrInvalid with reason.
+func Invalid(reason string) error { return store.Refuse(errInvalid, reason) }
 
 // FieldError is an invalid input that names the field it is about, so a
 // form can show the message next to it.
@@ -41,11 +44,11 @@ func fieldErr(field string, err error) error {
 func SendBlocked(conv store.ConversationView, now time.Time) error {
 	switch {
 	case conv.Status == store.ConversationClosed:
-		return fmt.Errorf("%w: the conversation is closed", store.ErrConflict)
+		return store.Refuse(store.ErrConflict, "the conversation is closed")
 	case conv.ContactOptOut:
-		return fmt.Errorf("%w: the contact has opted out (STOP); nothing is sent until they write START", store.ErrConflict)
+		return store.Refuse(store.ErrConflict, "the contact has opted out (STOP); nothing is sent until they write START")
 	case !store.FreeTextAllowed(conv.ChannelKind, conv.LastInboundAt, now):
-		return fmt.Errorf("%w: outside WhatsApp's 24-hour window: the contact has not written for 24 hours, so free text cannot be sent", store.ErrConflict)
+		return store.Refuse(store.ErrConflict, "outside WhatsApp's 24-hour window: the contact has not written for 24 hours, so free text cannot be sent")
 	}
 	return nil
 }

@@ -184,14 +184,11 @@ func (h *Handler) fail(c *gin.Context, err error) {
 	}
 }
 
-// shownError is an ErrInvalid or ErrConflict error's text without its
-// sentinel's prefix ("invalid request: ", "conflict: ").
+// shownError is an ErrInvalid or ErrConflict error's reason (its
+// store.Refusal), or its whole text when it gives none.
 func shownError(err error) string {
-	msg := err.Error()
-	for _, sentinel := range []error{api.ErrInvalid, store.ErrConflict} {
-		if i := strings.LastIndex(msg, sentinel.Error()+": "); i >= 0 {
-			msg = msg[i+len(sentinel.Error())+2:]
-		}
+	if reason := store.RefusalReason(err); reason != "" {
+		return reason
 	}
-	return msg
+	return err.Error()
 }

@@ -111,11 +111,11 @@ func (h *Handler) conversationsPage(c *gin.Context) {
 	switch f.Status {
 	case "", "bot", "human", "closed":
 	default:
-		h.fail(c, fmt.Errorf("%w: status must be bot, human or closed", api.ErrInvalid))
+		h.fail(c, api.Invalid("status must be bot, human or closed"))
 		return
 	}
 	if len(f.Search) > 64 {
-		h.fail(c, fmt.Errorf("%w: search is longer than 64 characters", api.ErrInvalid))
+		h.fail(c, api.Invalid("search is longer than 64 characters"))
 		return
 	}
 	list, err := store.ListConversationSummaries(c.Request.Context(), h.DB, current(c).scope(), f.Status, f.Search, 100)
@@ -223,7 +223,7 @@ func (h *Handler) reply(c *gin.Context) {
 	}
 	body, key := c.PostForm("body"), c.PostForm("form_key")
 	if !formKeyRE.MatchString(key) {
-		h.fail(c, fmt.Errorf("%w: this form is missing its key; reload the page and send again", api.ErrInvalid))
+		h.fail(c, api.Invalid("this form is missing its key; reload the page and send again"))
 		return
 	}
 	ctx, s := c.Request.Context(), current(c)
@@ -417,7 +417,7 @@ func parseFAQ(s string) ([]store.FAQEntry, error) {
 		}
 		kw, answer, ok := strings.Cut(line, "|")
 		if !ok {
-			return nil, &api.FieldError{Field: "faq", Err: fmt.Errorf("%w: FAQ line %d must read \"keyword, keyword | answer\"", api.ErrInvalid, i+1)}
+			return nil, &api.FieldError{Field: "faq", Err: api.Invalid(fmt.Sprintf("FAQ line %d must read \"keyword, keyword | answer\"", i+1))}
 		}
 		out = append(out, store.FAQEntry{Keywords: splitList(kw), Answer: answer})
 	}
