@@ -9,7 +9,7 @@
 //
 // Packages under webhook/ and what they may import:
 //
-//	webhook          hook, api, edge, store, jobs/jobargs, Gin, River, riverui
+//	webhook          hook, api, edge, store, jobs/jobargs, internal/media, Gin, River, riverui
 //	webhook/hook     edge, store, jobs/jobargs, internal/twilio/signature, internal/media
 //	webhook/api      edge, store, jobs/jobargs
 //	webhook/console  api (the shared operator actions), edge, store
