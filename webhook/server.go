@@ -68,6 +68,7 @@ func NewHandler(d Deps) *gin.Engine {
 	v1.POST("/tenants", a.RequireAdmin, a.Idempotent, a.CreateTenant)
 	v1.POST("/tenants/:id/accounts", a.Idempotent, a.AddAccount)
 	v1.POST("/tenants/:id/credits", a.RequireAdmin, a.Idempotent, a.AddCredits)
+	v1.POST("/tenants/:id/signing-secret", a.RotateSigningSecret)
 	v1.PUT("/tenants/:id/agents/:name", a.PutAgent)
 	v1.GET("/conversations", a.ListConversations)
 	v1.GET("/conversations/:id/messages", a.ListMessages)
