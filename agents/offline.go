@@ -34,7 +34,7 @@ func (Offline) Reply(ctx context.Context, req Request) (Answer, error) {
 	}
 	text := normalize(strings.Join(req.Pending, " "))
 	ans := Answer{}
-	if req.Agent.CanHandoff() {
+	if CanHandoff(req.Agent) {
 		for _, w := range handoffWords {
 			if hasWord(text, w) {
 				ans.Handoff = true

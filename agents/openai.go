@@ -130,14 +130,14 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 	system += knowledgePrompt(req.Knowledge)
 	msgs := []openai.ChatCompletionMessageParamUnion{openai.SystemMessage(system)}
 	for _, t := range req.History {
-		switch t.Role {
-		case RoleCustomer:
+		switch t.Author {
+		case store.AuthorContact:
 			text := t.Text
 			if t.DuringHandoff {
 				text = "[written to a person from the team, not to you] " + text
 			}
 			msgs = append(msgs, openai.UserMessage(text))
-		case RoleHuman:
+		case store.AuthorHuman:
 			msgs = append(msgs, openai.AssistantMessage("[a person from the team wrote] "+t.Text))
 		default:
 			msgs = append(msgs, openai.AssistantMessage(t.Text))
@@ -150,7 +150,7 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 		Messages:  msgs,
 		MaxTokens: openai.Int(p.max),
 	}
-	if req.Agent.CanHandoff() {
+	if CanHandoff(req.Agent) {
 		params.Tools = []openai.ChatCompletionToolUnionParam{handoffTool}
 	}
 	if len(req.Agent.HTTPTools) > 0 {
@@ -174,7 +174,7 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 		if tc.Function.Name != ToolHandoff && OffersTools(req) {
 			ans.ToolCalls = append(ans.ToolCalls, ToolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 		}
-		if tc.Function.Name == ToolHandoff && req.Agent.CanHandoff() {
+		if tc.Function.Name == ToolHandoff && CanHandoff(req.Agent) {
 			ans.Handoff = true
 			var a struct {
 				Reason string `json:"reason"`

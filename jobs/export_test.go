@@ -19,3 +19,6 @@ func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) err
 func (w *ReplyWorker) SetAfterToolCall(f func(ctx context.Context, c store.ToolCall) error) {
 	w.afterToolCall = f
 }
+
+// NoteOutcome is noteOutcome, for the metrics middleware's test.
+func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome) }

@@ -98,7 +98,7 @@ func NewStuckTurnsWorker(d Deps) *StuckTurnsWorker {
 }
 
 // Work scans what arrived since the last run, a batch per transaction.
-func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsArgs]) error {
+func (w *StuckTurnsWorker) Work(ctx context.Context, _ *river.Job[StuckTurnsArgs]) error {
 	for {
 		var stuck []store.StuckTurn
 		var more bool
@@ -108,7 +108,6 @@ func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsAr
 			return err
 		})
 		if err != nil {
-			w.metrics.Job(job.Kind, "retry")
 			return err
 		}
 		for _, s := range stuck {
@@ -121,7 +120,6 @@ func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsAr
 				"message_id", s.MessageID, "job_state", state, "age_seconds", int(s.AgeSeconds))
 		}
 		if !more {
-			w.metrics.Job(job.Kind, "completed")
 			return nil
 		}
 	}

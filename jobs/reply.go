@@ -115,17 +115,13 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 		var snooze *river.JobSnoozeError
 		var cancel *river.JobCancelError
 		switch {
-		case errors.As(err, &snooze):
-			outcome = "snoozed"
-		case errors.As(err, &cancel):
+		case errors.As(err, &snooze), errors.As(err, &cancel):
 		default:
-			outcome = "retry"
 			reason := failureReason(err)
 			log.Warn("turn failed", "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", reason)
 			if job.Attempt >= job.MaxAttempts {
 				// The last attempt: say so on the inbound message, which
 				// otherwise would just never be answered.
-				outcome = "discarded"
 				ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				defer cancel()
 				_ = store.AddEvent(ectx, w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
@@ -133,7 +129,7 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 			}
 		}
 	}
-	w.metrics.Job(replyKind, outcome)
+	noteOutcome(ctx, outcome)
 	return err
 }
 
@@ -161,14 +157,15 @@ func failureReason(err error) string {
 	return err.Error()
 }
 
-// turn runs one turn and returns its outcome for metrics.
+// turn runs one turn and returns how it ended for conversa_jobs_total
+// (noteOutcome; it counts when the job completes).
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	readAt := time.Now()
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
-		return "cancelled", river.JobCancel(err)
+		return JobCancelled, river.JobCancel(err)
 	}
 	if err != nil {
 		return "", err
@@ -177,7 +174,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		return w.skip(ctx, log, a, "turn.skipped", reason, detail)
 	}
 	if remaining := w.debounce - st.QuietFor(); remaining > 0 {
-		return "snoozed", river.JobSnooze(remaining)
+		return JobSnoozed, river.JobSnooze(remaining)
 	}
 	price := st.ReplyPrice
 	if st.Credits < int64(price) {
@@ -207,7 +204,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		summary = agents.FoldSummary(st.Summary, plan.Fold)
 	}
 	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending, CurrentAgent: st.CurrentAgent}
-	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
+	agent, route := agents.Choose(ctx, w.provider, stored, req)
 	req.Agent = agent
 	if agent.Vision {
 		req.Images = w.images(ctx, log, a, mem, plan.PendingIDs)
@@ -239,7 +236,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		switch verdict, wait, reason := w.judgeProviderError(err, age, job.Attempt, job.MaxAttempts); verdict {
 		case verdictWait:
 			log.Info("turn waits for the LLM", "reason", reason, "wait_ms", wait.Milliseconds())
-			return "waiting", river.JobSnooze(wait)
+			return JobSnoozed, river.JobSnooze(wait)
 		case verdictGiveUp:
 			return w.handOver(ctx, log, job, agent, reason, age, err)
 		}
@@ -323,9 +320,9 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
 	if ans.Handoff {
-		return "handoff", nil
+		return JobHandoff, nil
 	}
-	return "completed", nil
+	return JobCompleted, nil
 }
 
 // queueReplySend inserts the reply's conversa.send job and completes the
@@ -355,7 +352,7 @@ func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a jobargs.Repl
 		return "", err
 	}
 	log.Info("turn skipped", "reason", reason)
-	return "skipped", nil
+	return JobSkipped, nil
 }
 
 // memoryTurns turns stored messages up to the turn's closing message into
@@ -366,13 +363,6 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 	for _, m := range stored {
 		if m.ID > throughID {
 			break
-		}
-		role := agents.RoleCustomer
-		switch m.Author {
-		case store.AuthorBot:
-			role = agents.RoleBot
-		case store.AuthorHuman:
-			role = agents.RoleHuman
 		}
 		text := m.Body
 		if len(m.Media) > 0 || m.Transcript != nil {
@@ -385,21 +375,7 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 			}
 			text = agents.MessageText(m.Body, m.Transcript, atts)
 		}
-		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Role: role, Text: text, DuringHandoff: m.DuringHandoff}})
-	}
-	return out
-}
-
-// agentList converts stored agents to the agents package's.
-func agentList(stored []store.Agent) []agents.Agent {
-	out := make([]agents.Agent, 0, len(stored))
-	for _, s := range stored {
-		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
-			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision, HTTPTools: s.HTTPTools}
-		for _, f := range s.FAQ {
-			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
-		}
-		out = append(out, a)
+		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Author: m.Author, Text: text, DuringHandoff: m.DuringHandoff}})
 	}
 	return out
 }

@@ -349,8 +349,8 @@ func TestReplyMemoryFromRedisSeesEarlierTurns(t *testing.T) {
 	calls := e.llm.calls()
 	require.Len(t, calls, 2)
 	require.Equal(t, []agents.Turn{
-		{Role: agents.RoleCustomer, Text: "hello"},
-		{Role: agents.RoleBot, Text: e.replies()[0]},
+		{Author: store.AuthorContact, Text: "hello"},
+		{Author: store.AuthorBot, Text: e.replies()[0]},
 	}, calls[1].History)
 	require.Equal(t, []string{"what are your prices?"}, calls[1].Pending)
 }

@@ -13,19 +13,28 @@ type FAQEntry struct {
 	Answer   string   `json:"answer"`
 }
 
-// Agent is one of a tenant's agents as stored.
+// Agent is one of a tenant's agents as stored, and as package agents
+// reads it (agents.Agent is this type).
 type Agent struct {
-	Name         string     `db:"name" json:"name"`
-	SystemPrompt string     `db:"system_prompt" json:"system_prompt"`
-	Model        string     `db:"model" json:"model"`
-	Tools        []string   `db:"tools" json:"tools"`
-	Keywords     []string   `db:"keywords" json:"keywords"`
-	FAQ          []FAQEntry `db:"faq" json:"faq"`
-	IsDefault    bool       `db:"is_default" json:"is_default"`
-	// FallbackMessage is the notice sent when the bot gives up ("" = the
-	// built-in one; migration 0006).
-	FallbackMessage string    `db:"fallback_message" json:"fallback_message"`
-	Vision          bool      `db:"vision" json:"vision"` // images as image parts (migration 0009)
+	Name         string `db:"name" json:"name"`
+	SystemPrompt string `db:"system_prompt" json:"system_prompt"`
+	// Model overrides the provider's default model when set.
+	Model string `db:"model" json:"model"`
+	// Tools the agent may call; agents.ToolHandoff is the one Conversa knows.
+	Tools []string `db:"tools" json:"tools"`
+	// Keywords route a message to this agent when classifying offline.
+	Keywords []string `db:"keywords" json:"keywords"`
+	// FAQ answers offline.
+	FAQ       []FAQEntry `db:"faq" json:"faq"`
+	IsDefault bool       `db:"is_default" json:"is_default"`
+	// FallbackMessage is the notice sent when the bot gives up on an
+	// unavailable LLM and hands the conversation to a person ("" = the
+	// built-in agents.DefaultFallbackMessage; migration 0006).
+	FallbackMessage string `db:"fallback_message" json:"fallback_message"`
+	// Vision gives the agent the customer's images as image parts (the
+	// model must accept them); without it an image reads "[image]"
+	// (migration 0009).
+	Vision bool `db:"vision" json:"vision"`
 	// HTTPTools are the business's endpoints the agent may call
 	// (migration 0012; docs/tools.md).
 	HTTPTools []HTTPTool `db:"http_tools" json:"http_tools"`

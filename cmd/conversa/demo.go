@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conversa/conversa/internal/twilio/signature"
 	"github.com/conversa/conversa/store"
-	"github.com/conversa/conversa/webhook"
 )
 
 type demoCmd struct {
@@ -75,7 +75,7 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, inboundURL, form))
+	req.Header.Set("X-Twilio-Signature", signature.Sign(token, inboundURL, form))
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("post inbound: %w", err)

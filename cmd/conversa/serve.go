@@ -25,6 +25,7 @@ import (
 
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/internal/faketwilio"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/migrations"
@@ -177,7 +178,7 @@ func (a *app) newLLM() (*agents.Gate, error) {
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
 // the built-in sandbox Twilio on a free local port for this process.
 // It also returns the API's URL (the sandbox's once started).
-func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, string, error) {
+func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*twilio.Client, string, error) {
 	apiURL := a.cfg.TwilioAPIURL
 	if apiURL == "sandbox" {
 		u, err := faketwilio.StartSandbox(ctx, logger.With("component", "sandbox_twilio"))
@@ -187,7 +188,7 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 		logger.Info("sandbox Twilio started: no message leaves this machine", "url", u)
 		apiURL = u
 	}
-	tw, err := jobs.NewTwilio(apiURL, a.cfg.TwilioTimeout)
+	tw, err := twilio.New(apiURL, a.cfg.TwilioTimeout)
 	return tw, apiURL, err
 }
 
