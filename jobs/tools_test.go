@@ -52,7 +52,7 @@ type toolEnv struct {
 	tool *faketool.Server
 }
 
-func newToolEnv(t *testing.T, llm agents.Provider, edit func(*jobs.Deps)) *toolEnv {
+func newToolEnv(t testing.TB, llm agents.Provider, edit func(*jobs.Deps)) *toolEnv {
 	t.Helper()
 	tool, err := faketool.Start()
 	require.NoError(t, err)
