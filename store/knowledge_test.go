@@ -91,11 +91,17 @@ func BenchmarkKnowledgeSearch(b *testing.B) {
 		b.Run(fmt.Sprintf("passages=%d", n), func(b *testing.B) {
 			tx := testdb.Tx(b)
 			ten := testdb.NewTenant(b, tx, 0)
-			var sb strings.Builder
-			for i := range n {
-				fmt.Fprintf(&sb, "Passage %d about %s and %s, number%d.\n\n", i, words[i%len(words)], words[(i*7)%len(words)], i)
+			doc, _, err := store.PutKnowledgeDoc(ctx, tx, ten.ID, "big.md", nil, "seed")
+			if err != nil {
+				b.Fatal(err)
 			}
-			if _, _, err := store.PutKnowledgeDoc(ctx, tx, ten.ID, "big.md", nil, sb.String()); err != nil {
+			// n real passages (SplitPassages would gather short lines into fewer).
+			_, err = tx.Exec(ctx, `
+				INSERT INTO knowledge_passages (tenant_id, doc_id, ord, body, language)
+				SELECT $1, $2, i, format('Passage %s about %s and %s, number%s.', i,
+				       ($3::text[])[1 + i % cardinality($3::text[])], ($3::text[])[1 + (i * 7) % cardinality($3::text[])], i), 'simple'
+				FROM generate_series(1, $4::int) AS i`, ten.ID, doc.ID, words, n)
+			if err != nil {
 				b.Fatal(err)
 			}
 			if _, err := tx.Exec(ctx, `ANALYZE knowledge_passages`); err != nil {
