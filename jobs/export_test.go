@@ -11,3 +11,6 @@ import (
 func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) error) {
 	w.beforeCommit = f
 }
+
+// SetBatch sets how many messages one retention transaction erases.
+func (w *RetentionWorker) SetBatch(n int) { w.batch = n }

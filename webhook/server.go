@@ -40,6 +40,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Redis is optional (nil = no Redis); /readyz reports it.
 	Redis *redis.Client
+	// Memory is the conversation memory an erasure clears; nil means the
+	// one every process shares on Redis (store.MemoryPrefix).
+	Memory *store.Memory
 	// PublicBaseURL is the URL Twilio calls: signatures are checked against it.
 	PublicBaseURL string
 	// Debounce is the quiet window before a turn starts (0 = at once).
@@ -92,6 +95,8 @@ func NewHandler(d Deps) *gin.Engine {
 	api.POST("/conversations/:id/handoff", s.handoff)
 	api.GET("/messages", s.findMessages)
 	api.GET("/messages/:id/trace", s.trace)
+	api.DELETE("/tenants/:id/contacts/:address", s.eraseContact)
+	api.PUT("/tenants/:id/retention", s.putRetention)
 
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.
@@ -115,6 +120,9 @@ func newServer(d Deps) (*server, *gin.Engine) {
 		d.Now = time.Now
 	}
 	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
+	if d.Memory == nil {
+		d.Memory = store.NewMemory(d.Redis, store.MemoryPrefix, 0)
+	}
 	s := &server{Deps: d}
 	s.group = &committer{s: s}
 	s.channels = newChannelCache(d.Now)
