@@ -31,8 +31,8 @@ func CancelJobsOf[TTx any](ctx context.Context, tx TTx, c JobCanceller[TTx], con
 		return 0, nil
 	}
 	params := river.NewJobListParams().States(unfinished...).Kinds(ReplyArgs{}.Kind(), SendArgs{}.Kind()).First(1000).
-		Where(`(kind = @reply_kind AND (args->>'conversation_id')::bigint = ANY(@conversations))
-			OR (kind = @send_kind AND (args->>'message_id')::bigint = ANY(@messages))`,
+		Where(`((kind = @reply_kind AND (args->>'conversation_id')::bigint = ANY(@conversations))
+			OR (kind = @send_kind AND (args->>'message_id')::bigint = ANY(@messages)))`,
 			river.NamedArgs{"reply_kind": ReplyArgs{}.Kind(), "send_kind": SendArgs{}.Kind(),
 				"conversations": conversations, "messages": messages})
 	var n int64
