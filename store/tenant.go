@@ -27,36 +27,54 @@ func balanceOf(tenantID string) string {
 	return `(SELECT COALESCE(sum(s.credits), 0) FROM credit_stripes s WHERE s.tenant_id = ` + tenantID + `)::bigint`
 }
 
-// CreateTenant inserts a tenant with a fresh API key, together with its
-// default agent, so a new tenant can answer from its first message. The key
-// is returned once; only its hash is stored.
-func CreateTenant(ctx context.Context, db DBTX, name string) (Tenant, string, error) {
+// NewTenantKeys are a new tenant's secrets, shown once: the API key (only
+// its hash is stored) and the signing secret (stored sealed, since it signs).
+type NewTenantKeys struct {
+	APIKey        string
+	SigningSecret string
+}
+
+// CreateTenant inserts a tenant with a fresh API key and signing secret,
+// together with its default agent, so a new tenant can answer from its first
+// message. The keys are returned once.
+func CreateTenant(ctx context.Context, db DBTX, sealer *Sealer, name string) (Tenant, NewTenantKeys, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return Tenant{}, "", fmt.Errorf("create tenant: name is empty")
+		return Tenant{}, NewTenantKeys{}, fmt.Errorf("create tenant: name is empty")
 	}
-	key, err := newAPIKey()
+	if sealer == nil {
+		return Tenant{}, NewTenantKeys{}, fmt.Errorf("create tenant: no sealer for the signing secret")
+	}
+	var keys NewTenantKeys
+	var err error
+	if keys.APIKey, err = newAPIKey(); err != nil {
+		return Tenant{}, NewTenantKeys{}, err
+	}
+	if keys.SigningSecret, err = newSigningSecret(); err != nil {
+		return Tenant{}, NewTenantKeys{}, err
+	}
+	sealed, err := sealer.Seal(keys.SigningSecret)
 	if err != nil {
-		return Tenant{}, "", err
+		return Tenant{}, NewTenantKeys{}, err
 	}
 	rows, err := db.Query(ctx, `
 		WITH t AS (
-			INSERT INTO tenants (name, api_key_hash) VALUES ($1, $2)
+			INSERT INTO tenants (name, api_key_hash, signing_secret_enc) VALUES ($1, $2, $5)
 			RETURNING id, name, 0::bigint AS credits, reply_price, created_at
 		), a AS (
 			INSERT INTO agents (tenant_id, name, system_prompt, is_default, keywords, faq)
 			SELECT t.id, 'assistant', $3, true, '{}', $4 FROM t
 		)
 		SELECT * FROM t`,
-		name, HashAPIKey(key), DefaultAgentPrompt, DefaultAgentFAQ)
+		name, HashAPIKey(keys.APIKey), DefaultAgentPrompt, DefaultAgentFAQ, sealed)
 	if err != nil {
-		return Tenant{}, "", fmt.Errorf("create tenant: %w", err)
+		return Tenant{}, NewTenantKeys{}, fmt.Errorf("create tenant: %w", err)
 	}
 	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Tenant])
 	if err != nil {
-		return Tenant{}, "", fmt.Errorf("create tenant: %w", err)
+		return Tenant{}, NewTenantKeys{}, fmt.Errorf("create tenant: %w", err)
 	}
-	return t, key, nil
+	return t, keys, nil
 }
 
 // DefaultAgentPrompt is the system prompt of the agent every tenant starts with.

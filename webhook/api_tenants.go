@@ -26,15 +26,32 @@ func (s *server) createTenant(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	t, key, err := store.CreateTenant(c.Request.Context(), s.dbFor(c), name)
+	t, keys, err := store.CreateTenant(c.Request.Context(), s.dbFor(c), s.Sealer, name)
 	if err != nil {
 		s.apiError(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, gin.H{
 		"id": t.ID, "name": t.Name, "credits": t.Credits, "reply_price": t.ReplyPrice,
-		"created_at": t.CreatedAt, "api_key": key,
+		"created_at": t.CreatedAt, "api_key": keys.APIKey, "signing_secret": keys.SigningSecret,
 	})
+}
+
+// rotateSigningSecret handles POST /api/v1/tenants/:id/signing-secret: a new
+// signing secret, shown this once; the old one stays valid for 24 h, and
+// until then requests carry a signature with each.
+func (s *server) rotateSigningSecret(c *gin.Context) {
+	tenantID, err := tenantParam(c)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	secret, until, err := store.RotateSigningSecret(c.Request.Context(), s.dbFor(c), s.Sealer, tenantID)
+	if err != nil {
+		s.apiError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"tenant_id": tenantID, "signing_secret": secret, "previous_valid_until": until})
 }
 
 // tenantParam is the :id of /tenants/:id/...; a tenant key naming another

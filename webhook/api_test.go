@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
@@ -169,8 +170,10 @@ func TestAPITenantLifecycle(t *testing.T) {
 	created := call[map[string]any](t, o, "POST", "/api/v1/tenants", admin, map[string]any{"name": "Acme"}, 201)
 	tenantID, _ := created["id"].(string)
 	key, _ := created["api_key"].(string)
+	secret, _ := created["signing_secret"].(string)
 	require.NotEmpty(t, tenantID)
 	require.NotEmpty(t, key)
+	require.NotEmpty(t, secret, "the signing secret is shown once, at creation")
 	require.Equal(t, "Acme", created["name"])
 	require.EqualValues(t, 0, created["credits"], "new tenants start with no credits")
 
@@ -580,4 +583,70 @@ func basic(user, pass string) string {
 	req := httptest.NewRequest("GET", "/", nil)
 	req.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+// The signing secret is shown at creation and on rotation only; after a
+// rotation both secrets are valid (the old one for 24 h), newest first, and
+// no other tenant can rotate it.
+func TestAPISigningSecretRotation(t *testing.T) {
+	t.Parallel()
+	o := newOps(t)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 0)
+	other := testdb.NewTenant(t, testdb.Pool(t), 0)
+	ctx := context.Background()
+	sealer := testdb.Sealer(t)
+
+	got, err := store.SigningSecrets(ctx, testdb.Pool(t), sealer, ten.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{ten.SigningSecret}, got)
+
+	rotated := call[map[string]any](t, o, "POST", "/api/v1/tenants/"+ten.ID+"/signing-secret", bearer(ten.APIKey), nil, 201)
+	fresh, _ := rotated["signing_secret"].(string)
+	require.NotEmpty(t, fresh)
+	require.NotEqual(t, ten.SigningSecret, fresh)
+	until, err := time.Parse(time.RFC3339Nano, rotated["previous_valid_until"].(string))
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now().Add(store.SigningOverlap), until, time.Minute)
+
+	got, err = store.SigningSecrets(ctx, testdb.Pool(t), sealer, ten.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{fresh, ten.SigningSecret}, got)
+
+	// Past the overlap only the new one signs.
+	_, err = testdb.Pool(t).Exec(ctx, `UPDATE tenants SET signing_secret_prev_until = now() - interval '1 second' WHERE id = $1`, ten.ID)
+	require.NoError(t, err)
+	got, err = store.SigningSecrets(ctx, testdb.Pool(t), sealer, ten.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{fresh}, got)
+
+	// The secret is sealed at rest, never stored as its text.
+	var n int
+	require.NoError(t, testdb.Pool(t).QueryRow(ctx,
+		`SELECT count(*) FROM tenants WHERE position(convert_to($1, 'UTF8') in signing_secret_enc) > 0 OR position(convert_to($1, 'UTF8') in COALESCE(signing_secret_prev_enc, ''::bytea)) > 0`,
+		fresh).Scan(&n))
+	require.Zero(t, n)
+
+	// Another tenant's key sees no such tenant, and nothing changes.
+	call[apiError](t, o, "POST", "/api/v1/tenants/"+ten.ID+"/signing-secret", bearer(other.APIKey), nil, 404)
+	got, err = store.SigningSecrets(ctx, testdb.Pool(t), sealer, ten.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{fresh}, got)
+}
+
+// A tenant from before signing secrets gets one on first use, and keeps it.
+func TestSigningSecretForOlderTenant(t *testing.T) {
+	t.Parallel()
+	ctx, db, sealer := context.Background(), testdb.Pool(t), testdb.Sealer(t)
+	ten := testdb.NewTenant(t, db, 0)
+	_, err := db.Exec(ctx, `UPDATE tenants SET signing_secret_enc = NULL WHERE id = $1`, ten.ID)
+	require.NoError(t, err)
+	first, err := store.SigningSecrets(ctx, db, sealer, ten.ID)
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	require.NotEqual(t, ten.SigningSecret, first[0])
+	again, err := store.SigningSecrets(ctx, db, sealer, ten.ID)
+	require.NoError(t, err)
+	require.Equal(t, first, again)
+	_, err = store.SigningSecrets(ctx, db, sealer, "00000000-0000-0000-0000-000000000000")
+	require.ErrorIs(t, err, store.ErrNotFound)
 }

@@ -88,6 +88,7 @@ func NewHandler(d Deps) *gin.Engine {
 	api.POST("/tenants", s.requireAdmin, s.idempotent, s.createTenant)
 	api.POST("/tenants/:id/accounts", s.idempotent, s.addAccount)
 	api.POST("/tenants/:id/credits", s.requireAdmin, s.idempotent, s.addCredits)
+	api.POST("/tenants/:id/signing-secret", s.rotateSigningSecret)
 	api.PUT("/tenants/:id/agents/:name", s.putAgent)
 	api.GET("/conversations", s.listConversations)
 	api.GET("/conversations/:id/messages", s.listMessages)

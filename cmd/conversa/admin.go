@@ -57,12 +57,17 @@ func (t *tenantCreateCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer pool.Close()
-	ten, key, err := store.CreateTenant(ctx, pool, t.Name)
+	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
 	if err != nil {
 		return err
 	}
-	return a.print(t.JSON, map[string]any{"id": ten.ID, "name": ten.Name, "api_key": key},
-		"tenant %s created\nid:      %s\napi_key: %s (shown once; store it now)\n", ten.Name, ten.ID, key)
+	ten, keys, err := store.CreateTenant(ctx, pool, sealer, t.Name)
+	if err != nil {
+		return err
+	}
+	return a.print(t.JSON, map[string]any{"id": ten.ID, "name": ten.Name, "api_key": keys.APIKey, "signing_secret": keys.SigningSecret},
+		"tenant %s created\nid:             %s\napi_key:        %s (shown once; store it now)\nsigning_secret: %s (shown once; signs tool calls and event webhooks)\n",
+		ten.Name, ten.ID, keys.APIKey, keys.SigningSecret)
 }
 
 type accountAddCmd struct {

@@ -41,7 +41,11 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer pool.Close()
-	tenant, key, err := store.CreateTenant(ctx, pool, "Demo "+time.Now().Format("2006-01-02 15:04:05"))
+	sealer, err := store.NewSealer(a.cfg.SecretKeys...)
+	if err != nil {
+		return err
+	}
+	tenant, keys, err := store.CreateTenant(ctx, pool, sealer, "Demo "+time.Now().Format("2006-01-02 15:04:05"))
 	if err != nil {
 		return err
 	}
@@ -87,7 +91,7 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		fmt.Fprintf(a.stdout, "✓ customer wrote %q (signed webhook accepted: %s)\n", d.Body, resp.Status)
 	}
 
-	api := demoAPI{hc: hc, base: base + "/api/v1", key: key}
+	api := demoAPI{hc: hc, base: base + "/api/v1", key: keys.APIKey}
 	reply, err := api.waitForDelivery(ctx, a.stdout, messageSID, d.Timeout)
 	if err != nil {
 		return err
@@ -96,9 +100,9 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		fmt.Fprintf(a.stdout, "\nHeard:   %s\n", api.heard(ctx, messageSID))
 	}
 	fmt.Fprintf(a.stdout, "\nReply:   %q\nStatus:  %s\n", reply.Body, reply.Status)
-	fmt.Fprintf(a.stdout, "Trace:   curl -H 'Authorization: Bearer %s' %s/api/v1/messages/%d/trace\n", key, base, reply.ID)
+	fmt.Fprintf(a.stdout, "Trace:   curl -H 'Authorization: Bearer %s' %s/api/v1/messages/%d/trace\n", keys.APIKey, base, reply.ID)
 	fmt.Fprintf(a.stdout, "Jobs:    %s/riverui/ (user admin, password: the server's ADMIN_TOKEN)\n", base)
-	fmt.Fprintf(a.stdout, "\nConsole: %s/console/\nAPI key: %s\n  (sign in with it to read the conversation, take it over and answer the demo customer yourself)\n", base, key)
+	fmt.Fprintf(a.stdout, "\nConsole: %s/console/\nAPI key: %s\n  (sign in with it to read the conversation, take it over and answer the demo customer yourself)\n", base, keys.APIKey)
 	if reply.Status == store.StatusFailed || reply.Status == store.StatusUndelivered {
 		return fmt.Errorf("the reply was not delivered: %s (%s)", reply.Status, deref(reply.ErrorReason))
 	}

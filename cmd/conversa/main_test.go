@@ -135,12 +135,15 @@ func TestAdminCommands(t *testing.T) {
 	code, out, stderr := runCLI(t, e, "tenant", "create", "--name", "Acme Dental", "--json")
 	require.Equal(t, 0, code, stderr)
 	var ten struct {
-		ID     string `json:"id"`
-		APIKey string `json:"api_key"`
+		ID            string `json:"id"`
+		APIKey        string `json:"api_key"`
+		SigningSecret string `json:"signing_secret"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &ten))
 	require.NotEmpty(t, ten.ID)
 	require.NotEmpty(t, ten.APIKey)
+	require.NotEmpty(t, ten.SigningSecret)
+	require.NotEqual(t, ten.APIKey, ten.SigningSecret)
 
 	wa := "whatsapp:" + testdb.PhoneNumber()
 	code, _, stderr = runCLI(t, e, "account", "add", "--tenant", ten.ID, "--sid", "AC"+testdb.Unique(), "--token", "tok123", "--number", wa, "--number", testdb.PhoneNumber())

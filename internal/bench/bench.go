@@ -112,11 +112,11 @@ func (b *bench) close() {
 
 // newTenant creates a tenant with n WhatsApp numbers and credits.
 func (b *bench) newTenant(ctx context.Context, n int, credits int64) (benchTenant, error) {
-	t, key, err := store.CreateTenant(ctx, b.pool, "bench-"+randHex(4))
+	t, keys, err := store.CreateTenant(ctx, b.pool, b.sealer, "bench-"+randHex(4))
 	if err != nil {
 		return benchTenant{}, err
 	}
-	bt := benchTenant{id: t.ID, apiKey: key, accountSID: "AC" + randHex(16), token: randHex(16)}
+	bt := benchTenant{id: t.ID, apiKey: keys.APIKey, accountSID: "AC" + randHex(16), token: randHex(16)}
 	for i := 0; i < n; i++ {
 		bt.numbers = append(bt.numbers, "whatsapp:"+randPhone("+1415"))
 	}

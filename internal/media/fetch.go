@@ -8,11 +8,11 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/conversa/conversa/internal/egress"
 )
 
 // Class names why an attachment did not reach the agent, for the media.failed
@@ -64,7 +64,7 @@ func ClassOf(err error) Class {
 		return me.Class
 	case errors.Is(err, ErrTooLarge):
 		return ClassTooLarge
-	case errors.Is(err, ErrHostRefused):
+	case errors.Is(err, ErrHostRefused), errors.Is(err, egress.ErrRefused):
 		return ClassHostRefused
 	case errors.Is(err, context.DeadlineExceeded):
 		return ClassTimeout
@@ -119,29 +119,10 @@ func NewFetcher(cfg Config) (*Fetcher, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	if !cfg.AllowPrivate {
-		// Checked on the address actually dialled, after DNS, so a public
-		// name that resolves to a private address is refused too.
-		dialer.Control = func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil || !publicAddr(ap.Addr()) {
-				return fmt.Errorf("%w: %s is not a public address", ErrHostRefused, address)
-			}
-			return nil
-		}
-	}
-	transport := &http.Transport{
-		// No proxy: the address rule must apply to the host really reached.
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: cfg.Timeout,
-	}
+	// The address rule (egress) is checked on the address actually dialled,
+	// after DNS, so a public name that resolves to a private address is
+	// refused too.
+	transport := egress.NewTransport(cfg.AllowPrivate, cfg.Timeout)
 	f := &Fetcher{hosts: hosts, api: api, maxBytes: cfg.MaxBytes, timeout: cfg.Timeout}
 	f.client = &http.Client{
 		Transport: transport,
@@ -163,16 +144,6 @@ func (f *Fetcher) MaxBytes() int64 { return f.maxBytes }
 
 // Hosts is the host rule the fetcher applies.
 func (f *Fetcher) Hosts() Hosts { return f.hosts }
-
-// publicAddr reports whether a is a public unicast address.
-func publicAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() &&
-		!a.IsLinkLocalUnicast() && !cgnat.Contains(a)
-}
-
-// cgnat is the shared address space (RFC 6598), private in practice.
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 // Download is an attachment being read: at most the fetcher's MaxBytes, then
 // ErrTooLarge. It streams; nothing is buffered beyond what the reader asks.

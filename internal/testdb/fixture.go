@@ -25,10 +25,12 @@ func Sealer(t testing.TB) *store.Sealer {
 
 // Tenant is a fixture tenant with one Twilio account and its numbers.
 type Tenant struct {
-	ID         string
-	APIKey     string
-	AccountSID string
-	AuthToken  string
+	ID     string
+	APIKey string
+	// SigningSecret signs what Conversa sends the tenant (tools, events).
+	SigningSecret string
+	AccountSID    string
+	AuthToken     string
 	// SMS and WhatsApp are the tenant's numbers, unique per fixture.
 	SMS      string
 	WhatsApp string
@@ -48,17 +50,18 @@ func PhoneNumber() string {
 func NewTenant(t testing.TB, db store.DBTX, credits int64) Tenant {
 	t.Helper()
 	ctx := context.Background()
-	ten, key, err := store.CreateTenant(ctx, db, "tenant-"+Unique())
+	ten, keys, err := store.CreateTenant(ctx, db, Sealer(t), "tenant-"+Unique())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := Tenant{
-		ID:         ten.ID,
-		APIKey:     key,
-		AccountSID: "AC" + Unique() + Unique() + Unique()[:8],
-		AuthToken:  "tok" + Unique() + Unique(),
-		SMS:        PhoneNumber(),
-		WhatsApp:   "whatsapp:" + PhoneNumber(),
+		ID:            ten.ID,
+		APIKey:        keys.APIKey,
+		SigningSecret: keys.SigningSecret,
+		AccountSID:    "AC" + Unique() + Unique() + Unique()[:8],
+		AuthToken:     "tok" + Unique() + Unique(),
+		SMS:           PhoneNumber(),
+		WhatsApp:      "whatsapp:" + PhoneNumber(),
 	}
 	sealed, err := Sealer(t).Seal(f.AuthToken)
 	if err != nil {
