@@ -14,3 +14,6 @@ func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) err
 
 // NoteOutcome is noteOutcome, for the metrics middleware's test.
 func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome) }
+
+// SetBatch sets how many messages one retention transaction erases.
+func (w *RetentionWorker) SetBatch(n int) { w.batch = n }

@@ -19,6 +19,9 @@ type Deps struct {
 	// AdminToken admits the operator to /api/v1 (everything) and River UI;
 	// empty admits no one.
 	AdminToken string
+	// Memory is the conversation memory an erasure clears (Redis; a nil
+	// client inside means no Redis).
+	Memory *store.Memory
 }
 
 // Server is the operator API's handlers and middleware; webhook.NewHandler
