@@ -22,3 +22,6 @@ func (w *ReplyWorker) SetAfterToolCall(f func(ctx context.Context, c store.ToolC
 
 // NoteOutcome is noteOutcome, for the metrics middleware's test.
 func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome) }
+
+// SetBatch sets how many messages one retention transaction erases.
+func (w *RetentionWorker) SetBatch(n int) { w.batch = n }

@@ -48,7 +48,7 @@ func ReconcileInterval(after time.Duration) time.Duration {
 }
 
 // PeriodicJobs are Conversa's periodic jobs: reconciliation, stuck-turn
-// detection and the Idempotency-Key cleanup. River's leader inserts each
+// detection, the Idempotency-Key cleanup and retention. River's leader inserts each
 // once per interval across a fleet; their uniqueness keeps one run at a time.
 func PeriodicJobs(reconcileAfter time.Duration) []*river.PeriodicJob {
 	every := func(d time.Duration, args river.JobArgs) *river.PeriodicJob {
@@ -60,6 +60,7 @@ func PeriodicJobs(reconcileAfter time.Duration) []*river.PeriodicJob {
 		every(ReconcileInterval(reconcileAfter), ReconcileArgs{}),
 		every(stuckInterval, StuckTurnsArgs{}),
 		every(idempotencyCleanupInterval, IdempotencyCleanupArgs{}),
+		every(retentionInterval, RetentionArgs{}),
 	}
 }
 

@@ -70,7 +70,7 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	}
 	mem := d.Memory
 	if mem == nil {
-		mem = store.NewMemory(d.Redis, "conversa:", agents.MemoryWindow)
+		mem = store.NewMemory(d.Redis, store.MemoryPrefix, agents.MemoryWindow)
 	}
 	logger := d.Logger
 	if logger == nil {

@@ -90,6 +90,9 @@ func AddWorkers(w *river.Workers, d Deps) error {
 	if err := river.AddWorkerSafely(w, NewIdempotencyCleanupWorker(d)); err != nil {
 		return fmt.Errorf("add idempotency cleanup worker: %w", err)
 	}
+	if err := river.AddWorkerSafely(w, NewRetentionWorker(d)); err != nil {
+		return fmt.Errorf("add retention worker: %w", err)
+	}
 	return nil
 }
 

@@ -25,6 +25,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Redis is optional (nil = no Redis); /readyz reports it.
 	Redis *redis.Client
+	// Memory is the conversation memory an erasure clears; nil means the
+	// one every process shares on Redis (store.MemoryPrefix).
+	Memory *store.Memory
 	// PublicBaseURL is the URL Twilio calls: signatures are checked against it.
 	PublicBaseURL string
 	// Debounce is the quiet window before a turn starts (0 = at once).
@@ -66,7 +69,7 @@ func NewHandler(d Deps) *gin.Engine {
 	// The operator API: every route authenticates; creating tenants and
 	// adding credits are the operator's alone. Every creating POST honours
 	// an Idempotency-Key (idempotent).
-	a := api.New(api.Deps{DB: d.DB, River: d.River, Sealer: d.Sealer, Logger: d.Logger, Now: s.Now, AdminToken: d.AdminToken,
+	a := api.New(api.Deps{DB: d.DB, River: d.River, Sealer: d.Sealer, Logger: d.Logger, Now: s.Now, AdminToken: d.AdminToken, Memory: s.Memory,
 		ToolsAllowPrivate: d.ToolsAllowPrivate})
 	v1 := r.Group("/api/v1", s.observeAPI, limitEveryRequest(newIPLimiter(100, 200, s.Now)), a.Authenticate)
 	v1.POST("/tenants", a.RequireAdmin, a.Idempotent, a.CreateTenant)
@@ -84,6 +87,8 @@ func NewHandler(d Deps) *gin.Engine {
 	v1.POST("/conversations/:id/handoff", a.Handoff)
 	v1.GET("/messages", a.FindMessages)
 	v1.GET("/messages/:id/trace", a.Trace)
+	v1.DELETE("/tenants/:id/contacts/:address", a.DeleteContact)
+	v1.PUT("/tenants/:id/retention", a.PutRetention)
 
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.
@@ -105,6 +110,9 @@ func NewWorkerHandler(d Deps) *gin.Engine {
 func newServer(d Deps) (*server, *gin.Engine) {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Memory == nil {
+		d.Memory = store.NewMemory(d.Redis, store.MemoryPrefix, 0)
 	}
 	s := &server{Deps: d}
 

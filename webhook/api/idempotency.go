@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -144,7 +145,7 @@ func (s *Server) Idempotent(c *gin.Context) {
 		rec.flush()
 		return
 	}
-	err = s.saveAnswer(ctx, tx, keyHash, status, rec.body.Bytes())
+	err = s.saveAnswer(ctx, tx, keyHash, status, rec.body.Bytes(), idempotencyConversation(c))
 	if err != nil && status < 400 {
 		// What the request created is rolled back with the key: say so.
 		s.apiError(c, err)
@@ -155,12 +156,12 @@ func (s *Server) Idempotent(c *gin.Context) {
 }
 
 // saveAnswer keeps the answer with the key and commits the transaction.
-func (s *Server) saveAnswer(ctx context.Context, tx pgx.Tx, keyHash []byte, status int, body []byte) error {
+func (s *Server) saveAnswer(ctx context.Context, tx pgx.Tx, keyHash []byte, status int, body []byte, conversationID int64) error {
 	sealed, err := s.Sealer.Seal(string(body))
 	if err != nil {
 		return err
 	}
-	if err := store.SaveIdempotentAnswer(ctx, tx, keyHash, status, sealed); err != nil {
+	if err := store.SaveIdempotentAnswer(ctx, tx, keyHash, status, sealed, conversationID); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -229,4 +230,18 @@ func (w *bufferedWriter) Written() bool { return w.written }
 func (w *bufferedWriter) flush() {
 	w.ResponseWriter.WriteHeader(w.status)
 	_, _ = w.ResponseWriter.Write(w.body.Bytes())
+}
+
+// idempotencyConversation is the conversation a creating POST's answer is
+// about (a person's message, which holds its body), or 0: its contact's
+// erasure deletes the stored answer with the rest.
+func idempotencyConversation(c *gin.Context) int64 {
+	if !strings.HasPrefix(c.FullPath(), "/api/v1/conversations/:id/") {
+		return 0
+	}
+	id, err := pathID(c, "id")
+	if err != nil {
+		return 0
+	}
+	return id
 }

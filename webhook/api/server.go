@@ -22,6 +22,9 @@ type Deps struct {
 	// ToolsAllowPrivate admits agents' HTTP tool URLs on loopback and
 	// private addresses (TOOLS_ALLOW_PRIVATE).
 	ToolsAllowPrivate bool
+	// Memory is the conversation memory an erasure clears (Redis; a nil
+	// client inside means no Redis).
+	Memory *store.Memory
 }
 
 // Server is the operator API's handlers and middleware; webhook.NewHandler
