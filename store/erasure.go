@@ -76,6 +76,13 @@ var erasure = []eraseStatement{
 		)
 		UPDATE message_events e SET detail = e.detail - k.keys
 		FROM k WHERE e.id = k.id AND e.detail ?| k.keys`},
+	// A turn's HTTP tool calls: the arguments and answers may quote the
+	// customer (migration 0012). The rows stay, so a record still says a
+	// call was made.
+	{"tool_calls", scopeMessages, `
+		UPDATE tool_calls SET arguments = '{}', result = CASE WHEN result IS NULL THEN NULL ELSE '{}' END
+		WHERE tenant_id = @tenant AND message_id = ANY(@messages)
+		  AND (arguments <> '{}' OR result <> '{}')`},
 	// A running summary that folded an erased message in is dropped; the
 	// turns after it rebuild one from what is left.
 	{"conversation_summaries", scopeMessages, `

@@ -127,3 +127,25 @@ func BenchmarkKnowledgeSearch(b *testing.B) {
 		})
 	}
 }
+
+// Erasing a contact blanks its turns' tool call arguments and answers.
+func TestErasureBlanksToolCalls(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testdb.Tx(t)
+	ten, res := conversation(t, tx, 1)
+	_, err := store.RecordToolRound(ctx, tx, ten.ID, res.MessageID, []store.ToolCall{{Round: 1, Index: 0, CallID: "c1",
+		Name: "book", Arguments: `{"message": "my name is Ana"}`, IdempotencyKey: "k"}})
+	require.NoError(t, err)
+	require.NoError(t, store.RecordToolResult(ctx, tx, ten.ID, res.MessageID, store.ToolResult{Round: 1, Index: 0,
+		Outcome: store.ToolOK, HTTPStatus: 200, Result: `{"reply": "Booked for Ana"}`}, store.Event{Kind: "turn.tool"}))
+	var address string
+	require.NoError(t, tx.QueryRow(ctx, `SELECT address FROM contacts WHERE id = $1`, res.ContactID).Scan(&address))
+	_, err = store.EraseContacts(ctx, tx, memory(t, nil), ten.ID, []string{address})
+	require.NoError(t, err)
+	calls, err := store.TurnToolCalls(ctx, tx, ten.ID, res.MessageID)
+	require.NoError(t, err)
+	require.Len(t, calls, 1)
+	require.Equal(t, "{}", calls[0].Arguments)
+	require.Equal(t, "{}", *calls[0].Result)
+}
