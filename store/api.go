@@ -155,8 +155,9 @@ func oneMessage(ctx context.Context, db DBTX, sql string, args []any) (Message, 
 type TraceEvent struct {
 	MessageID int64 `db:"message_id" json:"message_id"`
 	// Seq is the event's place in its story (an inbound message and its
-	// reply share one count), assigned in the transaction that wrote it:
-	// the trace's order. Nil for events from before it existed.
+	// reply share one count: 1, 2, 3, ...), in the order the events were
+	// written (migration 0011): the trace's order. Nil for events from
+	// before it existed.
 	Seq    *int64          `db:"seq" json:"seq"`
 	At     time.Time       `db:"at" json:"at"`
 	Kind   string          `db:"kind" json:"kind"`
@@ -187,7 +188,11 @@ func RelatedMessages(ctx context.Context, db DBTX, scope Scope, m Message) ([]in
 func MessageEvents(ctx context.Context, db DBTX, scope Scope, messageIDs []int64) ([]TraceEvent, error) {
 	args := []any{messageIDs}
 	where := scope.filter("tenant_id", &args)
-	rows, err := db.Query(ctx, `SELECT message_id, seq, at, kind, detail FROM message_events
+	// The stored seq is a database-wide number drawn as each event is
+	// written; the story's count is its rank among the story's events.
+	rows, err := db.Query(ctx, `SELECT message_id, at, kind, detail,
+		       CASE WHEN seq IS NOT NULL THEN row_number() OVER (PARTITION BY seq IS NULL ORDER BY seq, id) END AS seq
+		FROM message_events
 		WHERE message_id = ANY($1) AND `+where+` ORDER BY seq NULLS FIRST, at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("message events: %w", err)

@@ -130,24 +130,22 @@ func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid string, status MessageStatus, how string) (ok, changed bool, err error) {
 	var cur MessageStatus
 	var curSID *string
-	err = db.QueryRow(ctx, `SELECT status, twilio_sid FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
-		messageID, tenantID).Scan(&cur, &curSID)
+	var taken bool
+	// Whether another message has the SID is read with the row lock, in
+	// the same statement: a unique violation would abort the caller's
+	// transaction.
+	err = db.QueryRow(ctx, `
+		SELECT status, twilio_sid, EXISTS (SELECT 1 FROM messages o WHERE o.twilio_sid = $3 AND o.id <> $1)
+		FROM messages WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+		messageID, tenantID, sid).Scan(&cur, &curSID, &taken)
 	if err != nil {
 		return false, false, fmt.Errorf("mark sent: %w", notFound(err))
 	}
 	if curSID != nil && *curSID != sid {
 		return false, false, nil
 	}
-	if curSID == nil {
-		// Checked first: a unique violation would abort the caller's transaction.
-		var taken bool
-		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE twilio_sid = $1 AND id <> $2)`,
-			sid, messageID).Scan(&taken); err != nil {
-			return false, false, fmt.Errorf("mark sent: %w", err)
-		}
-		if taken {
-			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
-		}
+	if curSID == nil && taken {
+		return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 	}
 	// Twilio's answer moves the status on (a claim becomes Twilio's
 	// "queued", say); a failure comes only by callback (ApplyStatus). A
@@ -337,11 +335,50 @@ func CallbackTargetByID(ctx context.Context, db DBTX, id int64, sid string) (Cal
 // RecordStatusCallback remembers a (MessageSid, MessageStatus) pair and
 // reports whether it is new: a redelivered callback returns false.
 func RecordStatusCallback(ctx context.Context, db DBTX, sid, status string) (bool, error) {
-	tag, err := db.Exec(ctx, `INSERT INTO status_callbacks (message_sid, status) VALUES ($1, $2) ON CONFLICT DO NOTHING`, sid, status)
+	fresh, err := RecordStatusCallbacks(ctx, db, []StatusCallbackKey{{SID: sid, Status: status}})
 	if err != nil {
-		return false, fmt.Errorf("record status callback: %w", err)
+		return false, err
 	}
-	return tag.RowsAffected() == 1, nil
+	return fresh[0], nil
+}
+
+// StatusCallbackKey is one (MessageSid, MessageStatus) pair of a status
+// callback: its dedupe key.
+type StatusCallbackKey struct {
+	SID, Status string
+}
+
+// RecordStatusCallbacks is RecordStatusCallback for many pairs in one
+// statement (a group commit of callbacks), in the order given, so callers
+// that sort the pairs take the keys' locks in that order. It returns, per
+// pair, whether it is new; a pair given twice is new the first time only.
+func RecordStatusCallbacks(ctx context.Context, db DBTX, keys []StatusCallbackKey) ([]bool, error) {
+	sids, statuses := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		sids[i], statuses[i] = k.SID, k.Status
+	}
+	rows, err := db.Query(ctx, `
+		INSERT INTO status_callbacks (message_sid, status)
+		SELECT k.sid, k.status FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sid, status, n) ORDER BY k.n
+		ON CONFLICT DO NOTHING
+		RETURNING message_sid, status`, sids, statuses)
+	if err != nil {
+		return nil, fmt.Errorf("record status callbacks: %w", err)
+	}
+	inserted := map[StatusCallbackKey]bool{}
+	var k StatusCallbackKey
+	if _, err := pgx.ForEachRow(rows, []any{&k.SID, &k.Status}, func() error {
+		inserted[k] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record status callbacks: %w", err)
+	}
+	fresh := make([]bool, len(keys))
+	for i, k := range keys {
+		fresh[i] = inserted[k]
+		delete(inserted, k)
+	}
+	return fresh, nil
 }
 
 // StatusUpdate is one status report from Twilio about an outbound message.
@@ -399,32 +436,43 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 	if via == "" {
 		via = ViaCallback
 	}
-	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status."+via, map[string]any{
+	event := map[string]any{
 		"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode, "from": cur, "applied": moves,
-	}); err != nil {
+	}
+	if moves && !u.Status.Failure() {
+		// The common case (sent, delivered, read): the move and its event
+		// in one statement.
+		detail, err := json.Marshal(event)
+		if err != nil {
+			return false, fmt.Errorf("apply status: %w", err)
+		}
+		_, err = db.Exec(ctx, `
+			WITH m AS (
+				UPDATE messages SET status = $3, updated_at = now() WHERE id = $1 AND tenant_id = $2
+			)
+			INSERT INTO message_events (tenant_id, message_id, kind, detail) VALUES ($2, $1, $4, $5)`,
+			u.MessageID, u.TenantID, u.Status, "status."+via, detail)
+		if err != nil {
+			return false, fmt.Errorf("apply status: %w", err)
+		}
+		return true, nil
+	}
+	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status."+via, event); err != nil {
 		return false, err
 	}
 	if !moves {
 		return false, nil
 	}
-	if u.Status.Failure() {
-		reason := "twilio_" + string(u.Status)
-		stored := u.Status.Stores()
-		_, err = db.Exec(ctx, `
-			UPDATE messages SET status = $3, error_code = NULLIF($4, ''), error_reason = $5, updated_at = now()
-			WHERE id = $1 AND tenant_id = $2`, u.MessageID, u.TenantID, stored, u.ErrorCode, reason)
-		if err != nil {
-			return false, fmt.Errorf("apply status: %w", err)
-		}
-		if _, err := Refund(ctx, db, u.TenantID, u.MessageID); err != nil {
-			return false, err
-		}
-		return true, nil
-	}
-	_, err = db.Exec(ctx, `UPDATE messages SET status = $3, updated_at = now() WHERE id = $1 AND tenant_id = $2`,
-		u.MessageID, u.TenantID, u.Status)
+	// A failure: terminal, with its code and reason, and refunded.
+	reason := "twilio_" + string(u.Status)
+	_, err = db.Exec(ctx, `
+		UPDATE messages SET status = $3, error_code = NULLIF($4, ''), error_reason = $5, updated_at = now()
+		WHERE id = $1 AND tenant_id = $2`, u.MessageID, u.TenantID, u.Status.Stores(), u.ErrorCode, reason)
 	if err != nil {
 		return false, fmt.Errorf("apply status: %w", err)
+	}
+	if _, err := Refund(ctx, db, u.TenantID, u.MessageID); err != nil {
+		return false, err
 	}
 	return true, nil
 }

@@ -32,11 +32,11 @@ func OptsOut(errorCode string) bool {
 func IsFinalStatus(status string) bool { return MessageStatus(status).Final() }
 
 // unfinishedSQL selects accepted replies that have no final status and were
-// not given up: the predicate of messages_unfinished_idx (migration 0007),
-// word for word, so the planner can use that index. TestUnfinishedMatchesFinal
-// checks it against IsFinalStatus for every status.
-const unfinishedSQL = `m.accepted_at IS NOT NULL AND m.status NOT IN ('delivered', 'read', 'failed', 'undelivered')
-	      AND m.error_reason IS NULL`
+// not given up: messages.in_flight, the column the database computes for it
+// and the predicate of messages_unfinished_idx (migration 0011), so the
+// planner uses that index. TestUnfinishedMatchesFinal checks it against
+// IsFinalStatus for every status.
+const unfinishedSQL = `m.in_flight`
 
 // ReconcileCandidate is a reply due for a look-up at Twilio, with the
 // account credentials to look it up with.

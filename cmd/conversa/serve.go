@@ -41,9 +41,16 @@ import (
 // and a serve and two work processes fit in Postgres's default 100
 // connections. pool_max_conns in DATABASE_URL overrides it (see
 // docs/operations.md, "Connections").
+//
+// `run` (edge and workers in one process) gives the HTTP edge a pool of its
+// own, edgePoolConns of the 30: webhooks answer only after their commit, and
+// with one shared pool hundreds of turns and sends queued ahead of them for
+// connections (ingest fell from ~400/s to ~140/s during the sustained
+// benchmark). The workers keep the rest.
 const (
 	sendWorkers      = 40
 	defaultPoolConns = 30
+	edgePoolConns    = 8
 )
 
 type runCmd struct{}
@@ -243,11 +250,23 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		// Printed to the terminal, not logged: logs never carry secrets.
 		fmt.Fprintf(a.stdout, "ADMIN_TOKEN was not set; this run's admin token is: %s\n", a.cfg.AdminToken)
 	}
-	pool, err := a.openPool(ctx, migrate, defaultPoolConns)
+	workConns := int32(defaultPoolConns)
+	if httpEdge && work {
+		workConns -= edgePoolConns
+	}
+	pool, err := a.openPool(ctx, migrate, workConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	// edgeDB is the HTTP edge's pool: its own in `run` (see edgePoolConns).
+	edgeDB := pool
+	if httpEdge && work {
+		if edgeDB, err = a.openPool(ctx, false, edgePoolConns); err != nil {
+			return err
+		}
+		defer edgeDB.Close()
+	}
 	if migrate {
 		if _, err := migrations.Migrate(ctx, pool, false); err != nil {
 			return err
@@ -326,7 +345,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			return err
 		}
 		edge := webhook.NewHandler(webhook.Deps{
-			DB:                pool,
+			DB:                edgeDB,
 			River:             riverClient,
 			Sealer:            sealer,
 			Logger:            logger,
@@ -339,7 +358,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			MediaHosts:        a.mediaHosts(),
 			ToolsAllowPrivate: a.cfg.ToolsAllowPrivate,
 		})
-		if err := console.Mount(edge, console.Deps{DB: pool, River: riverClient, Logger: logger, AdminToken: a.cfg.AdminToken,
+		if err := console.Mount(edge, console.Deps{DB: edgeDB, River: riverClient, Logger: logger, AdminToken: a.cfg.AdminToken,
 			Secure: strings.HasPrefix(a.cfg.PublicBaseURL, "https://")}); err != nil {
 			return err
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/conversa/conversa/internal/faketwilio"
+	"github.com/conversa/conversa/internal/pgcluster"
 )
 
 // Config sizes one chaos run.
@@ -89,7 +90,7 @@ type harness struct {
 	out     io.Writer
 	started time.Time
 
-	pg       *privatePG
+	pg       *pgcluster.Cluster
 	adminURL string
 	dbName   string
 	pool     *pgxpool.Pool
@@ -152,7 +153,7 @@ func (h *harness) cleanup() {
 		}
 	}
 	if h.pg != nil {
-		h.pg.stop()
+		h.pg.Stop()
 	}
 }
 
@@ -185,10 +186,11 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 	h.adminURL = h.cfg.AdminURL
 	if h.cfg.PGRestart {
 		h.logf("starting a private Postgres cluster (it will be restarted)")
-		if h.pg, err = startPrivatePG(ctx, h.cfg.Dir); err != nil {
+		h.pg, err = pgcluster.Start(ctx, h.cfg.Dir, pgcluster.Options{Bin: os.Getenv("CHAOS_PG_BIN"), Settings: []string{"fsync=off"}})
+		if err != nil {
 			return nil, err
 		}
-		h.adminURL = h.pg.adminURL()
+		h.adminURL = h.pg.AdminURL()
 	}
 	h.dbName = "conversa_chaos_" + randHex(4)
 	conn, err := pgx.Connect(ctx, h.adminURL)
@@ -473,7 +475,7 @@ func (h *harness) schedule(ctx context.Context, loadDur time.Duration) error {
 	if h.cfg.PGRestart && h.pg != nil {
 		steps = append(steps, step{at(0.5), func() error {
 			h.note("Postgres restart (immediate stop, start)")
-			err := h.pg.restart(sctx)
+			err := h.pg.Restart(sctx)
 			h.note("Postgres back")
 			return err
 		}})

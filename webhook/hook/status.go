@@ -168,14 +168,20 @@ func (s *Server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusRe
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 	results := make([]statusResult, len(cbs))
-	for _, i := range sortedBy(cbs, func(a, b statusCallback) int {
+	// One statement records every pair of the batch (in key order).
+	order := sortedBy(cbs, func(a, b statusCallback) int {
 		return cmp.Or(strings.Compare(a.sid, b.sid), strings.Compare(a.status, b.status))
-	}) {
-		fresh, err := store.RecordStatusCallback(ctx, tx, cbs[i].sid, cbs[i].status)
-		if err != nil {
-			return nil, err
-		}
-		results[i].duplicate = !fresh
+	})
+	keys := make([]store.StatusCallbackKey, len(order))
+	for n, i := range order {
+		keys[n] = store.StatusCallbackKey{SID: cbs[i].sid, Status: cbs[i].status}
+	}
+	fresh, err := store.RecordStatusCallbacks(ctx, tx, keys)
+	if err != nil {
+		return nil, err
+	}
+	for n, i := range order {
+		results[i].duplicate = !fresh[n]
 	}
 	for _, i := range sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.MessageID, b.target.MessageID) }) {
 		if results[i].duplicate {

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/conversa/conversa/internal/pgcluster"
+)
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux
+// this runs on (x86-64 and arm64 fix it at 100).
+const clockTicks = 100
+
+// cpuFigure: the sustained run of figure 3 on a private Postgres cluster the
+// bench starts (so pg_stat_statements can be preloaded, and every Postgres
+// process counted is ours), with the CPU each process spent per replied
+// message from /proc, and what the database did per replied message: top
+// statements by total time, commits, WAL, row writes, unused indexes.
+func (b *bench) cpuFigure(ctx context.Context, r *report) error {
+	dir, err := os.MkdirTemp("", "conversa-bench-pg-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Println("cpu: starting a private Postgres cluster with pg_stat_statements ...")
+	pg, err := pgcluster.Start(ctx, dir, pgcluster.Options{Bin: os.Getenv("BENCH_PG_BIN"), Settings: []string{
+		"shared_preload_libraries=pg_stat_statements",
+		"pg_stat_statements.track=all",
+		"pg_stat_statements.max=1000",
+		"track_functions=pl",
+		// The rest as the machine's own cluster (Debian's defaults), so the
+		// figure is figure 3's run: synchronous commit and fsync on.
+		"shared_buffers=128MB",
+	}})
+	if err != nil {
+		return err
+	}
+	defer pg.Stop()
+	pb, err := newBench(ctx, pg.AdminURL())
+	if err != nil {
+		return err
+	}
+	defer pb.close()
+	if _, err := pb.pool.Exec(ctx, `CREATE EXTENSION pg_stat_statements`); err != nil {
+		return err
+	}
+	p, err := pb.startPipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	postmaster, err := pg.PostmasterPID()
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, pb.url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal')`); err != nil {
+		return err
+	}
+	before := takeCPU(p.cmd.Process.Pid, postmaster)
+
+	run, err := pb.sustained(ctx, p)
+	if err != nil {
+		return err
+	}
+	// The replies' status callbacks (sent, delivered) are part of each
+	// message's cost: wait for them to be applied.
+	delivered := 0
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err := conn.QueryRow(ctx, `SELECT /* bench-probe */ count(*) FROM messages WHERE direction = 'outbound' AND status = 'delivered'`).Scan(&delivered); err != nil {
+			return err
+		}
+		if delivered >= run.got {
+			break
+		}
+	}
+	after := takeCPU(p.cmd.Process.Pid, postmaster)
+	// Backends report table and index counters when a transaction ends (at
+	// most once a second), idle ones a second later: give them the time.
+	time.Sleep(2 * time.Second)
+
+	replies := float64(run.got)
+	if replies == 0 {
+		return fmt.Errorf("no replies")
+	}
+	per := func(ticks int64) string {
+		return fmt.Sprintf("%.2f ms", float64(ticks)*1000/clockTicks/replies)
+	}
+	d := after.minus(before)
+	rows := run.rows()
+	rows = append(rows,
+		[2]string{"status callbacks applied (replies delivered)", fmt.Sprintf("%d of %d", delivered, run.got)},
+		[2]string{"CPU per replied message: Postgres (every process of the private cluster; goal ≤ 2 ms)", per(d.postgres)},
+		[2]string{"CPU per replied message: conversa run (goal ≤ 1.5 ms)", per(d.conversa)},
+		[2]string{"CPU per replied message: the rest (load generator and fake Twilio in the bench process)", per(d.bench)},
+		[2]string{"CPU per replied message: Redis (the machine's, shared with anything else using it)", per(d.redis)},
+		[2]string{"CPU per replied message: whole machine (all processes, other work included)", per(d.machine)},
+		[2]string{"window measured", fmt.Sprintf("%.2f s wall, %.2f s CPU on the machine (%d CPUs)", after.at.Sub(before.at).Seconds(), float64(d.machine)/clockTicks, runtime.NumCPU())},
+	)
+	dbRows, err := dbFigures(ctx, conn, replies)
+	if err != nil {
+		return err
+	}
+	r.add("7. CPU per replied message (figure 3's sustained run on a private Postgres cluster; /proc counters, pg_stat_statements)", append(rows, dbRows...))
+	return nil
+}
+
+// dbFigures reads what the database did during the run, per replied
+// message: commits, WAL, top statements by total time, row writes per
+// table, and indexes the run never used.
+func dbFigures(ctx context.Context, conn *pgx.Conn, replies float64) ([][2]string, error) {
+	var rows [][2]string
+	var commits, rollbacks, walBytes, walRecords, walFPI int64
+	if err := conn.QueryRow(ctx, `
+		SELECT d.xact_commit, d.xact_rollback, w.wal_bytes::bigint, w.wal_records, w.wal_fpi
+		FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = current_database()`).
+		Scan(&commits, &rollbacks, &walBytes, &walRecords, &walFPI); err != nil {
+		return nil, fmt.Errorf("pg_stat_database: %w", err)
+	}
+	var calls, nested int64
+	var execMS float64
+	if err := conn.QueryRow(ctx, `
+		SELECT COALESCE(sum(calls) FILTER (WHERE toplevel), 0)::bigint, COALESCE(sum(calls) FILTER (WHERE NOT toplevel), 0)::bigint,
+		       COALESCE(sum(total_exec_time) FILTER (WHERE toplevel), 0)::float8
+		FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%bench-probe%'`).Scan(&calls, &nested, &execMS); err != nil {
+		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	rows = append(rows,
+		[2]string{"statements per replied message (top level, every client; their execution time, lock waits included)", fmt.Sprintf("%.1f (%.2f ms)", float64(calls)/replies, execMS/replies)},
+		[2]string{"nested statements per replied message (triggers, foreign key checks)", fmt.Sprintf("%.1f", float64(nested)/replies)},
+		[2]string{"commits / rollbacks per replied message", fmt.Sprintf("%.2f / %.2f", float64(commits)/replies, float64(rollbacks)/replies)},
+		[2]string{"WAL per replied message", fmt.Sprintf("%.1f kB, %.0f records, %.2f full-page images", float64(walBytes)/1024/replies, float64(walRecords)/replies, float64(walFPI)/replies)},
+	)
+
+	st, err := conn.Query(ctx, `
+		SELECT toplevel, calls, total_exec_time, rows, query FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%bench-probe%' AND query NOT LIKE '%pg_stat_statements%'
+		ORDER BY total_exec_time DESC LIMIT 20`)
+	if err != nil {
+		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	for st.Next() {
+		var top bool
+		var n, nrows int64
+		var total float64
+		var q string
+		if err := st.Scan(&top, &n, &total, &nrows, &q); err != nil {
+			return nil, err
+		}
+		where := "top level"
+		if !top {
+			where = "nested (trigger or function; counted in its caller too)"
+		}
+		rows = append(rows, [2]string{"statement: " + shortQuery(q),
+			fmt.Sprintf("%.3f ms/msg total, %.2f calls/msg, %.3f ms/call, %.1f rows/call; %s",
+				total/replies, float64(n)/replies, total/float64(max(n, 1)), float64(nrows)/float64(max(n, 1)), where)})
+	}
+	if err := st.Err(); err != nil {
+		return nil, err
+	}
+
+	tw, err := conn.Query(ctx, `
+		SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables
+		WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC`)
+	if err != nil {
+		return nil, err
+	}
+	for tw.Next() {
+		var name string
+		var ins, upd, hot, del int64
+		if err := tw.Scan(&name, &ins, &upd, &hot, &del); err != nil {
+			return nil, err
+		}
+		rows = append(rows, [2]string{"row writes per replied message: " + name,
+			fmt.Sprintf("%.2f inserted, %.2f updated (%.2f HOT), %.2f deleted", float64(ins)/replies, float64(upd)/replies, float64(hot)/replies, float64(del)/replies)})
+	}
+	if err := tw.Err(); err != nil {
+		return nil, err
+	}
+
+	var unused []string
+	iu, err := conn.Query(ctx, `
+		SELECT s.relname || '.' || s.indexrelname FROM pg_stat_user_indexes s
+		JOIN pg_index i ON i.indexrelid = s.indexrelid
+		JOIN pg_stat_user_tables t ON t.relid = s.relid
+		WHERE s.idx_scan = 0 AND NOT i.indisunique AND t.n_tup_ins + t.n_tup_upd > 0
+		ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	for iu.Next() {
+		var name string
+		if err := iu.Scan(&name); err != nil {
+			return nil, err
+		}
+		unused = append(unused, name)
+	}
+	if err := iu.Err(); err != nil {
+		return nil, err
+	}
+	rows = append(rows, [2]string{"non-unique indexes of written tables never scanned in the run (maintained on every write)", strings.Join(unused, ", ")})
+	return rows, nil
+}
+
+var spaces = regexp.MustCompile(`\s+`)
+
+// shortQuery is a statement's text on one line, cut to fit a table cell.
+func shortQuery(q string) string {
+	q = strings.TrimSpace(spaces.ReplaceAllString(q, " "))
+	if len(q) > 160 {
+		q = q[:160] + "…"
+	}
+	return "`" + strings.ReplaceAll(q, "|", "\\|") + "`"
+}
+
+// cpuSample is CPU time in clock ticks, by process group, at one moment.
+type cpuSample struct {
+	at                                        time.Time
+	conversa, postgres, bench, redis, machine int64
+}
+
+func (s cpuSample) minus(o cpuSample) cpuSample {
+	return cpuSample{at: s.at, conversa: s.conversa - o.conversa, postgres: s.postgres - o.postgres,
+		bench: s.bench - o.bench, redis: s.redis - o.redis, machine: s.machine - o.machine}
+}
+
+// takeCPU reads the CPU time of conversa (pid), of the Postgres cluster
+// (its postmaster, its live backends, and through the postmaster's
+// cutime/cstime every backend that has exited), of this process, of
+// redis-server, and of the whole machine.
+func takeCPU(conversa, postmaster int) cpuSample {
+	s := cpuSample{at: time.Now(), conversa: procCPU(conversa, false), bench: procCPU(os.Getpid(), false)}
+	s.postgres = procCPU(postmaster, true)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, ok := procStat(pid)
+		if !ok {
+			continue
+		}
+		if stat.ppid == postmaster {
+			s.postgres += stat.utime + stat.stime
+		}
+		if stat.comm == "redis-server" {
+			s.redis += stat.utime + stat.stime
+		}
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i, v := range f[1:] {
+			if i == 3 || i == 4 { // idle, iowait
+				continue
+			}
+			if i >= 8 { // guest time is already in user
+				break
+			}
+			n, _ := strconv.ParseInt(v, 10, 64)
+			s.machine += n
+		}
+	}
+	return s
+}
+
+type procStatFields struct {
+	comm                         string
+	ppid                         int
+	utime, stime, cutime, cstime int64
+}
+
+// procStat parses /proc/pid/stat.
+func procStat(pid int) (procStatFields, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStatFields{}, false
+	}
+	// comm is in parentheses and may hold spaces: split after the last ')'.
+	open, closing := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+	if open < 0 || closing < open {
+		return procStatFields{}, false
+	}
+	f := strings.Fields(string(b[closing+1:])) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return procStatFields{}, false
+	}
+	num := func(i int) int64 { n, _ := strconv.ParseInt(f[i-3], 10, 64); return n }
+	return procStatFields{comm: string(b[open+1 : closing]), ppid: int(num(4)),
+		utime: num(14), stime: num(15), cutime: num(16), cstime: num(17)}, true
+}
+
+// procCPU is pid's user and system time, with its waited-for children's
+// when children is set.
+func procCPU(pid int, children bool) int64 {
+	s, ok := procStat(pid)
+	if !ok {
+		return 0
+	}
+	t := s.utime + s.stime
+	if children {
+		t += s.cutime + s.cstime
+	}
+	return t
+}
+
+// loadAvg is the machine's 1, 5 and 15 minute load average.
+func loadAvg() [3]float64 {
+	var out [3]float64
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return out
+	}
+	for i, f := range strings.Fields(string(b))[:3] {
+		out[i], _ = strconv.ParseFloat(f, 64)
+	}
+	return out
+}
