@@ -46,6 +46,7 @@ fmt: ## Format the code.
 
 bench: ## Measure ingest vs the pgbench ceiling, end-to-end latency, throughput, memory, cost curve (alone on the machine; ~20 min). Report in bench/results/.
 	$(GO) run ./internal/bench -out bench/results $(BENCH_FLAGS)
+	$(GO) test -count=1 -run '^$$' -bench 'TurnToolRounds|KnowledgeSearch' -benchtime 3x -v ./jobs ./store
 
 chaos: ## Full chaos run (2,000 messages, worker and serve kills, Redis outage, Twilio faults); CHAOS_PG_RESTART=1 adds a Postgres restart on a private cluster.
 	CHAOS_FULL=1 CHAOS_PG_RESTART=$(CHAOS_PG_RESTART) $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./internal/chaos

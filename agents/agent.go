@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/conversa/conversa/store"
 )
 
 // ToolHandoff is the tool an agent calls to hand the conversation to a person.
@@ -20,47 +22,27 @@ const MaxReplyChars = 1600
 const HandoffNotice = "I'm connecting you with a person from our team; they will reply here shortly."
 
 // FAQ is one offline answer: any keyword found in the customer's words
-// selects the answer.
-type FAQ struct {
-	Keywords []string `json:"keywords"`
-	Answer   string   `json:"answer"`
-}
+// selects the answer. It is the stored type: one vocabulary for both.
+type FAQ = store.FAQEntry
 
-// Agent is one of a tenant's agents.
-type Agent struct {
-	Name         string
-	SystemPrompt string
-	// Model overrides the provider's default model when set.
-	Model string
-	// Vision gives the agent the customer's images as image parts (the
-	// model must accept them); without it an image reads "[image]".
-	Vision bool
-	// Tools the agent may call; ToolHandoff is the one Conversa knows.
-	Tools []string
-	// Keywords route a message to this agent when classifying offline.
-	Keywords []string
-	// FAQ answers offline.
-	FAQ       []FAQ
-	IsDefault bool
-	// FallbackMessage is what the customer is told when the bot gives up on
-	// an unavailable LLM and hands the conversation to a person ("" means
-	// DefaultFallbackMessage).
-	FallbackMessage string
-}
+// Agent is one of a tenant's agents, as store keeps it (store.Agent: its
+// prompt, model, tools, keywords, FAQ, vision and fallback notice); this
+// package reads it and never copies it into a type of its own.
+type Agent = store.Agent
 
 // DefaultFallbackMessage is the notice of an agent with no fallback_message.
 const DefaultFallbackMessage = "Sorry, we can't answer right now. A person from our team will get back to you."
 
-// Fallback is the notice the customer gets when the bot gives up.
-func (a Agent) Fallback() string {
+// Fallback is the notice the customer gets from a when the bot gives up.
+func Fallback(a Agent) string {
 	if s := CleanReply(a.FallbackMessage); s != "" {
 		return s
 	}
 	return DefaultFallbackMessage
 }
 
-// CanHandoff reports whether the agent may hand the conversation to a person.
-func (a Agent) CanHandoff() bool {
+// CanHandoff reports whether agent a may hand the conversation to a person.
+func CanHandoff(a Agent) bool {
 	for _, t := range a.Tools {
 		if t == ToolHandoff {
 			return true
@@ -69,21 +51,12 @@ func (a Agent) CanHandoff() bool {
 	return false
 }
 
-// Role says who wrote a turn, as the model sees it.
-type Role string
-
-// Roles of the turns in memory.
-const (
-	RoleCustomer Role = "customer"
-	RoleBot      Role = "bot"
-	// RoleHuman is a person from the business answering during a handoff.
-	RoleHuman Role = "human"
-)
-
 // Turn is one past message of the conversation.
 type Turn struct {
-	Role Role
-	Text string
+	// Author is who wrote it: the customer (store.AuthorContact), the bot,
+	// or a person from the business answering during a handoff.
+	Author store.Author
+	Text   string
 	// DuringHandoff marks a customer message that arrived while a person
 	// handled the conversation: context for the agent, not something to answer.
 	DuringHandoff bool
@@ -105,6 +78,12 @@ type Request struct {
 	// CurrentAgent is the agent that answered the conversation last ("" for
 	// none): the routing agent keeps it unless a keyword points elsewhere.
 	CurrentAgent string
+	// Knowledge are the passages of the tenant's documents found for
+	// Pending, best first.
+	Knowledge []store.Passage
+	// ToolRounds are this turn's tool calls so far and their results, in
+	// order: the agent goes on from them (tools.go).
+	ToolRounds []ToolRound
 }
 
 // Usage is what one provider call cost and took.
@@ -122,6 +101,9 @@ type Usage struct {
 
 // Answer is an agent's decision for one turn.
 type Answer struct {
+	// ToolCalls, when not empty, are HTTP tools the agent wants called
+	// before it answers; Text is then empty (tools.go).
+	ToolCalls []ToolCall
 	// Text is the reply to send, already bounded and cleaned.
 	Text string
 	// Handoff is set when the agent called ToolHandoff.

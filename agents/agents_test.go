@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/store"
 )
 
 var faqAgent = agents.Agent{
@@ -71,13 +72,13 @@ func TestChooseOffline(t *testing.T) {
 func TestPlanMemory(t *testing.T) {
 	t.Parallel()
 	cust := func(id int64, s string, handoff bool) agents.MemoryTurn {
-		return agents.MemoryTurn{ID: id, Turn: agents.Turn{Role: agents.RoleCustomer, Text: s, DuringHandoff: handoff}}
+		return agents.MemoryTurn{ID: id, Turn: agents.Turn{Author: store.AuthorContact, Text: s, DuringHandoff: handoff}}
 	}
 	turns := []agents.MemoryTurn{
 		cust(1, "old question", false),
-		{ID: 2, Turn: agents.Turn{Role: agents.RoleBot, Text: "old answer"}},
+		{ID: 2, Turn: agents.Turn{Author: store.AuthorBot, Text: "old answer"}},
 		cust(3, "to the person", true),
-		{ID: 4, Turn: agents.Turn{Role: agents.RoleHuman, Text: "person answers"}},
+		{ID: 4, Turn: agents.Turn{Author: store.AuthorHuman, Text: "person answers"}},
 		cust(5, "while still with the person", true),
 		cust(6, "new one", false),
 		cust(7, "and another", false),
@@ -90,7 +91,7 @@ func TestPlanMemory(t *testing.T) {
 
 	var long []agents.MemoryTurn
 	for i := range agents.MemoryTurns + 4 {
-		long = append(long, cust(int64(2*i+1), "q", false), agents.MemoryTurn{ID: int64(2*i + 2), Turn: agents.Turn{Role: agents.RoleBot, Text: "a"}})
+		long = append(long, cust(int64(2*i+1), "q", false), agents.MemoryTurn{ID: int64(2*i + 2), Turn: agents.Turn{Author: store.AuthorBot, Text: "a"}})
 	}
 	long = append(long, cust(1000, "latest", false))
 	p = agents.PlanMemory(long)
@@ -104,7 +105,7 @@ func TestFoldSummaryIsBounded(t *testing.T) {
 	t.Parallel()
 	var s string
 	for range 100 {
-		s = agents.FoldSummary(s, []agents.Turn{{Role: agents.RoleCustomer, Text: strings.Repeat("word ", 100)}})
+		s = agents.FoldSummary(s, []agents.Turn{{Author: store.AuthorContact, Text: strings.Repeat("word ", 100)}})
 	}
 	require.LessOrEqual(t, len(s), agents.SummaryMaxChars)
 	require.True(t, strings.HasPrefix(s, "customer: word"))

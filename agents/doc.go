@@ -7,4 +7,8 @@
 // text, a handoff request, token usage). It never writes SQL and never
 // enqueues jobs: the conversa.reply worker in package jobs commits what this
 // package decides.
+//
+// It speaks store's domain vocabulary (store.Agent is its Agent, store.Author
+// says who wrote a turn) and may import store for those types only, never to
+// run a query; besides, openai-go and the standard library.
 package agents

@@ -3,6 +3,8 @@ package agents
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/conversa/conversa/store"
 )
 
 // Memory policy. The agent sees the conversation's running summary, then the
@@ -50,7 +52,7 @@ func PlanMemory(turns []MemoryTurn) Plan {
 	cut := len(turns)
 	for cut > 0 {
 		t := turns[cut-1]
-		if t.Role != RoleCustomer {
+		if t.Author != store.AuthorContact {
 			break
 		}
 		cut--
@@ -115,11 +117,13 @@ func FoldSummary(summary string, turns []Turn) string {
 // label names a turn's author for the model.
 func label(t Turn) string {
 	switch {
-	case t.Role == RoleCustomer && t.DuringHandoff:
+	case t.Author == store.AuthorContact && t.DuringHandoff:
 		return "customer (to a person)"
-	case t.Role == RoleHuman:
+	case t.Author == store.AuthorContact:
+		return "customer"
+	case t.Author == store.AuthorHuman:
 		return "person from the team"
 	default:
-		return string(t.Role)
+		return string(t.Author)
 	}
 }

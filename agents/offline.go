@@ -13,8 +13,10 @@ const OfflineFallback = "Thanks for your message! I can help with our opening ho
 // handoffWords make the offline provider call ToolHandoff.
 var handoffWords = []string{"human", "agent", "person", "operator", "representative"}
 
-// Offline is the deterministic provider: FAQ keyword answers per agent, a
-// fallback answer, and a handoff when the customer asks for a person. It
+// Offline is the deterministic provider: FAQ keyword answers per agent, the
+// best passage of the tenant's knowledge base when no FAQ rule matches, a
+// fallback answer, a handoff when the customer asks for a person, and HTTP
+// tools called by their keywords (tools.go). It
 // makes no network calls, so it is always available (tests, the demo).
 type Offline struct{}
 
@@ -32,7 +34,7 @@ func (Offline) Reply(ctx context.Context, req Request) (Answer, error) {
 	}
 	text := normalize(strings.Join(req.Pending, " "))
 	ans := Answer{}
-	if req.Agent.CanHandoff() {
+	if CanHandoff(req.Agent) {
 		for _, w := range handoffWords {
 			if hasWord(text, w) {
 				ans.Handoff = true
@@ -43,6 +45,12 @@ func (Offline) Reply(ctx context.Context, req Request) (Answer, error) {
 		}
 	}
 	if !ans.Handoff {
+		ans.ToolCalls = offlineToolCalls(req, text)
+	}
+	if !ans.Handoff && len(ans.ToolCalls) == 0 && len(req.ToolRounds) > 0 {
+		ans.Text = offlineToolAnswer(req.ToolRounds)
+	}
+	if !ans.Handoff && len(ans.ToolCalls) == 0 && ans.Text == "" {
 		var parts []string
 		for _, f := range req.Agent.FAQ {
 			for _, k := range f.Keywords {
@@ -54,6 +62,10 @@ func (Offline) Reply(ctx context.Context, req Request) (Answer, error) {
 			if len(parts) == 3 {
 				break
 			}
+		}
+		if len(parts) == 0 && len(req.Knowledge) > 0 {
+			// No FAQ rule: the best passage of the tenant's documents.
+			parts = []string{req.Knowledge[0].Body}
 		}
 		if len(parts) == 0 {
 			parts = []string{OfflineFallback}

@@ -13,6 +13,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
+
+	"github.com/conversa/conversa/store"
 )
 
 // OpenAIConfig configures the openai provider.
@@ -125,29 +127,39 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 	if req.Summary != "" {
 		system += "\n\nSummary of the earlier conversation:\n" + req.Summary
 	}
+	system += knowledgePrompt(req.Knowledge)
 	msgs := []openai.ChatCompletionMessageParamUnion{openai.SystemMessage(system)}
 	for _, t := range req.History {
-		switch t.Role {
-		case RoleCustomer:
+		switch t.Author {
+		case store.AuthorContact:
 			text := t.Text
 			if t.DuringHandoff {
 				text = "[written to a person from the team, not to you] " + text
 			}
 			msgs = append(msgs, openai.UserMessage(text))
-		case RoleHuman:
+		case store.AuthorHuman:
 			msgs = append(msgs, openai.AssistantMessage("[a person from the team wrote] "+t.Text))
 		default:
 			msgs = append(msgs, openai.AssistantMessage(t.Text))
 		}
 	}
 	msgs = append(msgs, pendingMessage(req))
+	msgs = append(msgs, toolRoundMessages(req.ToolRounds)...)
 	params := openai.ChatCompletionNewParams{
 		Model:     shared.ChatModel(model),
 		Messages:  msgs,
 		MaxTokens: openai.Int(p.max),
 	}
-	if req.Agent.CanHandoff() {
+	if CanHandoff(req.Agent) {
 		params.Tools = []openai.ChatCompletionToolUnionParam{handoffTool}
+	}
+	if len(req.Agent.HTTPTools) > 0 {
+		params.Tools = append(params.Tools, httpToolParams(req.Agent.HTTPTools)...)
+		if !OffersTools(req) {
+			// The turn's rounds are spent: the model must answer now. The
+			// tools stay listed, as the replayed calls name them.
+			params.ToolChoice = openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String(string(openai.ChatCompletionToolChoiceOptionAutoNone))}
+		}
 	}
 	resp, usage, err := p.complete(ctx, params)
 	if err != nil {
@@ -159,7 +171,10 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 	}
 	msg := resp.Choices[0].Message
 	for _, tc := range msg.ToolCalls {
-		if tc.Function.Name == ToolHandoff && req.Agent.CanHandoff() {
+		if tc.Function.Name != ToolHandoff && OffersTools(req) {
+			ans.ToolCalls = append(ans.ToolCalls, ToolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		if tc.Function.Name == ToolHandoff && CanHandoff(req.Agent) {
 			ans.Handoff = true
 			var a struct {
 				Reason string `json:"reason"`
@@ -170,6 +185,12 @@ func (p *OpenAI) Reply(ctx context.Context, req Request) (Answer, error) {
 				ans.HandoffReason = "agent called " + ToolHandoff
 			}
 		}
+	}
+	if ans.Handoff {
+		ans.ToolCalls = nil // a person takes over: nothing more to look up
+	}
+	if len(ans.ToolCalls) > 0 {
+		return ans, nil
 	}
 	ans.Text = CleanReply(msg.Content)
 	if ans.Handoff && ans.Text == "" {
@@ -287,3 +308,55 @@ func errorClass(err error) string {
 
 // ErrorClass is errorClass for callers that record a failed provider call.
 func ErrorClass(err error) string { return errorClass(err) }
+
+// httpToolParams offers an agent's HTTP tools as functions.
+func httpToolParams(tools []store.HTTPTool) []openai.ChatCompletionToolUnionParam {
+	out := make([]openai.ChatCompletionToolUnionParam, 0, len(tools))
+	for _, t := range tools {
+		def := shared.FunctionDefinitionParam{Name: t.Name, Parameters: shared.FunctionParameters(t.Parameters)}
+		if t.Description != "" {
+			def.Description = openai.String(t.Description)
+		}
+		out = append(out, openai.ChatCompletionFunctionTool(def))
+	}
+	return out
+}
+
+// toolRoundMessages replays a turn's tool rounds: the assistant's calls,
+// then one tool message per result.
+func toolRoundMessages(rounds []ToolRound) []openai.ChatCompletionMessageParamUnion {
+	var msgs []openai.ChatCompletionMessageParamUnion
+	for _, r := range rounds {
+		asst := openai.ChatCompletionAssistantMessageParam{}
+		for _, c := range r.Calls {
+			asst.ToolCalls = append(asst.ToolCalls, openai.ChatCompletionMessageToolCallUnionParam{
+				OfFunction: &openai.ChatCompletionMessageFunctionToolCallParam{
+					ID:       c.ID,
+					Function: openai.ChatCompletionMessageFunctionToolCallFunctionParam{Name: c.Name, Arguments: c.Arguments},
+				},
+			})
+		}
+		msgs = append(msgs, openai.ChatCompletionMessageParamUnion{OfAssistant: &asst})
+		for i, c := range r.Calls {
+			text := FailedToolResult("no result").Text
+			if i < len(r.Results) {
+				text = r.Results[i].Text
+			}
+			msgs = append(msgs, openai.ToolMessage(text, c.ID))
+		}
+	}
+	return msgs
+}
+
+// knowledgePrompt gives the agent the passages found for the turn.
+func knowledgePrompt(passages []store.Passage) string {
+	if len(passages) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n\nPassages from the business's own documents that may answer the customer (use them only if they do):")
+	for _, p := range passages {
+		fmt.Fprintf(&b, "\n[%s #%d]\n%s", p.Doc, p.Ord, p.Body)
+	}
+	return b.String()
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/store"
 )
 
 // fakeOpenAI is an OpenAI-compatible chat-completions server: each request
@@ -85,7 +86,7 @@ func request() agents.Request {
 	return agents.Request{
 		Agent:   support,
 		Summary: "customer: asked about cakes",
-		History: []agents.Turn{{Role: agents.RoleCustomer, Text: "hi"}, {Role: agents.RoleBot, Text: "Hello!"}},
+		History: []agents.Turn{{Author: store.AuthorContact, Text: "hi"}, {Author: store.AuthorBot, Text: "Hello!"}},
 		Pending: []string{"do you deliver?", "to Leeds?"},
 	}
 }

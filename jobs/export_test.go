@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/conversa/conversa/store"
 )
 
 // SetBeforeCommit makes the turn run f inside its transaction just before
@@ -11,3 +13,15 @@ import (
 func (w *ReplyWorker) SetBeforeCommit(f func(ctx context.Context, tx pgx.Tx) error) {
 	w.beforeCommit = f
 }
+
+// SetAfterToolCall makes the turn run f after each tool POST, before its
+// result is recorded, so tests can crash a turn between the two.
+func (w *ReplyWorker) SetAfterToolCall(f func(ctx context.Context, c store.ToolCall) error) {
+	w.afterToolCall = f
+}
+
+// NoteOutcome is noteOutcome, for the metrics middleware's test.
+func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome) }
+
+// SetBatch sets how many messages one retention transaction erases.
+func (w *RetentionWorker) SetBatch(n int) { w.batch = n }

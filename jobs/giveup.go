@@ -40,7 +40,7 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 
 	replyTo := a.MessageID
 	start, err := store.StartReply(ctx, tx, store.Outbound{
-		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: store.AuthorBot, Body: agent.Fallback(),
+		TenantID: a.TenantID, ConversationID: a.ConversationID, Author: store.AuthorBot, Body: agents.Fallback(agent),
 		ReplyToID: &replyTo, Agent: agent.Name,
 		EventKind: "turn.fallback", Event: map[string]any{"reply_to_id": a.MessageID, "agent": agent.Name, "reason": reason},
 	})

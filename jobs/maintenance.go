@@ -48,7 +48,7 @@ func ReconcileInterval(after time.Duration) time.Duration {
 }
 
 // PeriodicJobs are Conversa's periodic jobs: reconciliation, stuck-turn
-// detection and the Idempotency-Key cleanup. River's leader inserts each
+// detection, the Idempotency-Key cleanup and retention. River's leader inserts each
 // once per interval across a fleet; their uniqueness keeps one run at a time.
 func PeriodicJobs(reconcileAfter time.Duration) []*river.PeriodicJob {
 	every := func(d time.Duration, args river.JobArgs) *river.PeriodicJob {
@@ -60,6 +60,7 @@ func PeriodicJobs(reconcileAfter time.Duration) []*river.PeriodicJob {
 		every(ReconcileInterval(reconcileAfter), ReconcileArgs{}),
 		every(stuckInterval, StuckTurnsArgs{}),
 		every(idempotencyCleanupInterval, IdempotencyCleanupArgs{}),
+		every(retentionInterval, RetentionArgs{}),
 	}
 }
 
@@ -98,7 +99,7 @@ func NewStuckTurnsWorker(d Deps) *StuckTurnsWorker {
 }
 
 // Work scans what arrived since the last run, a batch per transaction.
-func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsArgs]) error {
+func (w *StuckTurnsWorker) Work(ctx context.Context, _ *river.Job[StuckTurnsArgs]) error {
 	for {
 		var stuck []store.StuckTurn
 		var more bool
@@ -108,7 +109,6 @@ func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsAr
 			return err
 		})
 		if err != nil {
-			w.metrics.Job(job.Kind, "retry")
 			return err
 		}
 		for _, s := range stuck {
@@ -121,7 +121,6 @@ func (w *StuckTurnsWorker) Work(ctx context.Context, job *river.Job[StuckTurnsAr
 				"message_id", s.MessageID, "job_state", state, "age_seconds", int(s.AgeSeconds))
 		}
 		if !more {
-			w.metrics.Job(job.Kind, "completed")
 			return nil
 		}
 	}

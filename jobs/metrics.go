@@ -6,25 +6,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the pipeline metrics the workers record (docs/operations.md, "Metrics"). A nil
+// Metrics are the pipeline metrics the workers record (docs/operations.md,
+// "Metrics"); jobs by kind and outcome are JobMetricsMiddleware's. A nil
 // *Metrics records nothing, so tests need not build one.
 type Metrics struct {
-	jobs          *prometheus.CounterVec
 	llmLatency    *prometheus.HistogramVec
 	llmTokens     *prometheus.CounterVec
 	twilioSends   *prometheus.CounterVec
 	inboundToSent prometheus.Histogram
 	duplicates    *prometheus.CounterVec
 	gaveUp        *prometheus.CounterVec
+	toolCalls     *prometheus.CounterVec
+	toolLatency   prometheus.Histogram
 	maintenanceMetrics
 }
 
 // NewMetrics registers the worker metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "conversa_jobs_total", Help: "Jobs worked, by kind and outcome.",
-		}, []string{"kind", "outcome"}),
 		llmLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "conversa_llm_latency_seconds", Help: "LLM call latency.",
 			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
@@ -45,17 +44,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		gaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conversa_turns_gave_up_total", Help: "Turns the bot gave up on and handed to a person, by reason (rate_limited, outage, llm_failed).",
 		}, []string{"reason"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_tool_calls_total", Help: "HTTP tool calls made, by outcome (ok, timeout, http_error, bad_answer, network, refused, unknown_tool, bad_arguments).",
+		}, []string{"outcome"}),
+		toolLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conversa_tool_call_duration_seconds", Help: "HTTP tool call latency, from the POST to the whole answer.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 	}
-	reg.MustRegister(m.jobs, m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp)
+	reg.MustRegister(m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp, m.toolCalls, m.toolLatency)
 	m.maintenanceMetrics = newMaintenanceMetrics(reg)
 	return m
-}
-
-// Job counts one worked job by kind and outcome (completed, skipped, snoozed, retry, cancelled).
-func (m *Metrics) Job(kind, outcome string) {
-	if m != nil {
-		m.jobs.WithLabelValues(kind, outcome).Inc()
-	}
 }
 
 // LLM records one LLM call.
@@ -96,15 +95,10 @@ func (m *Metrics) GaveUp(reason string) {
 	}
 }
 
-// Job outcomes, as conversa_jobs_total labels them: what the worker decided
-// (conversa_river_jobs_total counts what River then did with the job).
-const (
-	JobCompleted = "completed" // done, with its effect
-	JobHandoff   = "handoff"   // a turn that handed the conversation to a person
-	JobSkipped   = "skipped"   // done, nothing to do (duplicate, superseded, not the bot's)
-	JobFailed    = "failed"    // done: the message ended failed, nothing left to try
-	JobRetry     = "retry"     // River retries it with backoff
-	JobSnoozed   = "snoozed"   // comes back later without using an attempt
-	JobCancelled = "cancelled" // never again
-	JobDiscarded = "discarded" // out of attempts
-)
+// ToolCall records one HTTP tool call by outcome.
+func (m *Metrics) ToolCall(outcome string, latency time.Duration) {
+	if m != nil {
+		m.toolCalls.WithLabelValues(outcome).Inc()
+		m.toolLatency.Observe(latency.Seconds())
+	}
+}

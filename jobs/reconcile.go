@@ -2,17 +2,15 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/twilio/twilio-go/client"
 
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/store"
 )
 
@@ -39,39 +37,6 @@ const (
 	unauthorizedGap = time.Hour
 )
 
-// Fetch outcome classes (store.ReconcileReport.Class), as the trace and
-// conversa_reconcile_total name them.
-const (
-	FetchNotFound     = "not_found"
-	FetchUnauthorized = "unauthorized"
-	FetchRateLimited  = "rate_limited"
-	FetchUnavailable  = "unavailable"
-)
-
-// ClassifyFetch sorts a Fetch error: 404 (deleted at Twilio: it will never
-// say more), 401/403 (credentials no longer valid), 429, or anything else
-// (5xx, timeouts, a dropped connection: try again later). It also returns
-// the HTTP status when Twilio gave one.
-func ClassifyFetch(err error) (class string, httpStatus int) {
-	var rest *client.TwilioRestError
-	if errors.As(err, &rest) {
-		switch {
-		case rest.Status == http.StatusNotFound:
-			return FetchNotFound, rest.Status
-		case rest.Status == http.StatusUnauthorized || rest.Status == http.StatusForbidden || rest.Code == 20003:
-			return FetchUnauthorized, rest.Status
-		case rest.Status == http.StatusTooManyRequests || rest.Code == 20429:
-			return FetchRateLimited, rest.Status
-		}
-		return FetchUnavailable, rest.Status
-	}
-	se := Classify(err)
-	if se.HTTPStatus == http.StatusTooManyRequests {
-		return FetchRateLimited, se.HTTPStatus
-	}
-	return FetchUnavailable, se.HTTPStatus
-}
-
 // ReconcileArgs is the periodic reconciliation run (see ReconcileWorker).
 type ReconcileArgs struct{}
 
@@ -97,7 +62,7 @@ type ReconcileWorker struct {
 	river.WorkerDefaults[ReconcileArgs]
 	db      DB
 	sealer  *store.Sealer
-	twilio  *Twilio
+	twilio  *twilio.Client
 	pacer   *Pacer
 	after   time.Duration
 	logger  *slog.Logger
@@ -130,7 +95,7 @@ func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration {
 }
 
 // Work runs one reconciliation round.
-func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
+func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
 	deadline := w.now().Add(reconcileBudget)
 	// Accounts that answered 401 or 429, or whose pace is taken, wait for
 	// the next run.
@@ -143,7 +108,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 		done := 0
 		for _, c := range list {
 			if w.now().After(deadline) {
-				w.metrics.Job(job.Kind, "snoozed")
 				return river.JobSnooze(time.Second)
 			}
 			if blocked[c.AccountSID] {
@@ -151,7 +115,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 			}
 			ok, err := w.reconcile(ctx, c, blocked)
 			if err != nil {
-				w.metrics.Job(job.Kind, "retry")
 				return err
 			}
 			if ok {
@@ -159,7 +122,6 @@ func (w *ReconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs
 			}
 		}
 		if len(list) < reconcileBatch || done == 0 {
-			w.metrics.Job(job.Kind, "completed")
 			return nil
 		}
 	}
@@ -190,7 +152,7 @@ func (w *ReconcileWorker) reconcile(ctx context.Context, c store.ReconcileCandid
 	}
 	fetched, ferr := w.twilio.Fetch(c.AccountSID, token, c.TwilioSID)
 	r := w.report(c, fetched, ferr)
-	if r.Class == FetchUnauthorized || r.Class == FetchRateLimited {
+	if r.Class == twilio.FetchUnauthorized || r.Class == twilio.FetchRateLimited {
 		blocked[c.AccountSID] = true
 	}
 	var res store.ReconcileResult
@@ -217,11 +179,11 @@ func (w *ReconcileWorker) reconcile(ctx context.Context, c store.ReconcileCandid
 }
 
 // report turns a look-up into what to record, and when to look again.
-func (w *ReconcileWorker) report(c store.ReconcileCandidate, f Fetched, err error) store.ReconcileReport {
+func (w *ReconcileWorker) report(c store.ReconcileCandidate, f twilio.Fetched, err error) store.ReconcileReport {
 	now := w.now()
 	r := store.ReconcileReport{Candidate: c, Class: store.ReconcileFound}
 	if err != nil {
-		r.Class, r.HTTPStatus = ClassifyFetch(err)
+		r.Class, r.HTTPStatus = twilio.ClassifyFetch(err)
 	} else {
 		r.Status = f.Status
 		if f.ErrorCode != 0 {
@@ -229,7 +191,7 @@ func (w *ReconcileWorker) report(c store.ReconcileCandidate, f Fetched, err erro
 		}
 	}
 	gap := min(w.after<<min(c.Checks, 16), maxCheckGap)
-	if r.Class == FetchUnauthorized {
+	if r.Class == twilio.FetchUnauthorized {
 		gap = max(gap, unauthorizedGap)
 	}
 	giveUpAt := c.AcceptedAt.Add(store.ReconcileGiveUp)
@@ -237,7 +199,7 @@ func (w *ReconcileWorker) report(c store.ReconcileCandidate, f Fetched, err erro
 	if r.NextCheck.After(giveUpAt) {
 		r.NextCheck = giveUpAt
 	}
-	r.GiveUp = r.Class == FetchNotFound || !now.Before(giveUpAt)
+	r.GiveUp = r.Class == twilio.FetchNotFound || !now.Before(giveUpAt)
 	return r
 }
 

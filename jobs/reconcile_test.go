@@ -16,6 +16,7 @@ import (
 
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/store"
 )
@@ -30,7 +31,7 @@ type reconcileEnv struct {
 func newReconcileEnv(t *testing.T) *reconcileEnv {
 	t.Helper()
 	e := newSendEnv(t, envOpts{fakeOpts: faketwilio.Options{CallbackDelay: time.Millisecond, CallbackLoss: 1}})
-	tw, err := jobs.NewTwilio(e.fake.URL(), 2*time.Second)
+	tw, err := twilio.New(e.fake.URL(), 2*time.Second)
 	require.NoError(t, err)
 	w := jobs.NewReconcileWorker(jobs.Deps{
 		DB: e.db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Sealer: testdb.Sealer(t), Twilio: tw,
@@ -157,7 +158,7 @@ func TestReconcileClassifiesNotFoundAndUnauthorized(t *testing.T) {
 	require.Equal(t, store.ReasonNoFinalStatus, *m.ErrorReason, "404: nothing more will ever be known")
 	d := e.lastReconciled(t, gone)
 	require.Equal(t, "gave_up", d["outcome"])
-	require.Equal(t, jobs.FetchNotFound, d["last_class"])
+	require.Equal(t, twilio.FetchNotFound, d["last_class"])
 	require.Equal(t, 0, e.unfinished(t))
 
 	// The account's token was rotated at Twilio: 401, recorded, not retried at once.
@@ -165,7 +166,7 @@ func TestReconcileClassifiesNotFoundAndUnauthorized(t *testing.T) {
 	e.fake.AddAccount(e.ten.AccountSID, "rotated"+testdb.Unique())
 	e.age(t, locked, 11*time.Minute)
 	e.reconcile(t)
-	require.Equal(t, jobs.FetchUnauthorized, e.lastReconciled(t, locked)["class"])
+	require.Equal(t, twilio.FetchUnauthorized, e.lastReconciled(t, locked)["class"])
 	require.Nil(t, e.message(t, locked).ErrorReason)
 	var next time.Time
 	var checks int

@@ -54,6 +54,10 @@ type ReplyWorker struct {
 	// beforeCommit, when set (tests), runs inside the turn's transaction
 	// just before commit; an error fails the attempt.
 	beforeCommit func(ctx context.Context, tx pgx.Tx) error
+	// tools POSTs the agents' HTTP tool calls (tools.go); afterToolCall,
+	// when set (tests), runs between a POST and its record.
+	tools         ToolHTTP
+	afterToolCall func(ctx context.Context, c store.ToolCall) error
 }
 
 // NewReplyWorker builds the conversa.reply worker from d. A nil d.LLM means
@@ -66,7 +70,7 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	}
 	mem := d.Memory
 	if mem == nil {
-		mem = store.NewMemory(d.Redis, "conversa:", agents.MemoryWindow)
+		mem = store.NewMemory(d.Redis, store.MemoryPrefix, agents.MemoryWindow)
 	}
 	logger := d.Logger
 	if logger == nil {
@@ -74,7 +78,10 @@ func NewReplyWorker(d Deps) *ReplyWorker {
 	}
 	rw := &ReplyWorker{db: d.DB, provider: p, memory: mem, logger: logger, debounce: d.Debounce, metrics: d.Metrics,
 		llmTimeout: cmp.Or(d.LLMTimeout, DefaultLLMTimeout), giveUp: cmp.Or(d.LLMGiveUp, DefaultLLMGiveUp),
-		media: d.Media, sealer: d.Sealer}
+		media: d.Media, sealer: d.Sealer, tools: d.Tools}
+	if rw.tools.Client == nil {
+		rw.tools = NewToolHTTP(false)
+	}
 	if rw.media.Timeout <= 0 {
 		rw.media.Timeout = DefaultMediaTimeout
 	}
@@ -108,17 +115,13 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 		var snooze *river.JobSnoozeError
 		var cancel *river.JobCancelError
 		switch {
-		case errors.As(err, &snooze):
-			outcome = "snoozed"
-		case errors.As(err, &cancel):
+		case errors.As(err, &snooze), errors.As(err, &cancel):
 		default:
-			outcome = "retry"
 			reason := failureReason(err)
 			log.Warn("turn failed", "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", reason)
 			if job.Attempt >= job.MaxAttempts {
 				// The last attempt: say so on the inbound message, which
 				// otherwise would just never be answered.
-				outcome = "discarded"
 				ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				defer cancel()
 				_ = store.AddEvent(ectx, w.db, job.Args.TenantID, job.Args.MessageID, "turn.failed",
@@ -126,7 +129,7 @@ func (w *ReplyWorker) Work(ctx context.Context, job *river.Job[jobargs.ReplyArgs
 			}
 		}
 	}
-	w.metrics.Job(replyKind, outcome)
+	noteOutcome(ctx, outcome)
 	return err
 }
 
@@ -154,14 +157,15 @@ func failureReason(err error) string {
 	return err.Error()
 }
 
-// turn runs one turn and returns its outcome for metrics.
+// turn runs one turn and returns how it ended for conversa_jobs_total
+// (noteOutcome; it counts when the job completes).
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
 	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
 	readAt := time.Now()
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
-		return "cancelled", river.JobCancel(err)
+		return JobCancelled, river.JobCancel(err)
 	}
 	if err != nil {
 		return "", err
@@ -170,7 +174,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		return w.skip(ctx, log, a, "turn.skipped", reason, detail)
 	}
 	if remaining := w.debounce - st.QuietFor(); remaining > 0 {
-		return "snoozed", river.JobSnooze(remaining)
+		return JobSnoozed, river.JobSnooze(remaining)
 	}
 	price := st.ReplyPrice
 	if st.Credits < int64(price) {
@@ -200,7 +204,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		summary = agents.FoldSummary(st.Summary, plan.Fold)
 	}
 	req := agents.Request{Summary: summary, History: plan.History, Pending: plan.Pending, CurrentAgent: st.CurrentAgent}
-	agent, route := agents.Choose(ctx, w.provider, agentList(stored), req)
+	agent, route := agents.Choose(ctx, w.provider, stored, req)
 	req.Agent = agent
 	if agent.Vision {
 		req.Images = w.images(ctx, log, a, mem, plan.PendingIDs)
@@ -208,9 +212,15 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	if route.Usage != nil {
 		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
 	}
-	ans, err := w.provider.Reply(ctx, req)
-	if ans.Usage.Provider != "" {
-		w.metrics.LLM(ans.Usage.Provider, ans.Usage.Model, ans.Usage.Latency, ans.Usage.PromptTokens, ans.Usage.CompletionTokens)
+	knowledge, err := w.knowledge(ctx, a, agent, plan.Pending)
+	if err != nil {
+		return "", err
+	}
+	req.Knowledge = knowledge.passages
+	ans, toolEvents, err := w.answer(ctx, log, job, req)
+	var toolErr toolRoundError
+	if errors.As(err, &toolErr) {
+		return "", err
 	}
 	if err != nil {
 		// Recorded outside any transaction so the trace keeps every failed
@@ -226,7 +236,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		switch verdict, wait, reason := w.judgeProviderError(err, age, job.Attempt, job.MaxAttempts); verdict {
 		case verdictWait:
 			log.Info("turn waits for the LLM", "reason", reason, "wait_ms", wait.Milliseconds())
-			return "waiting", river.JobSnooze(wait)
+			return JobSnoozed, river.JobSnooze(wait)
 		case verdictGiveUp:
 			return w.handOver(ctx, log, job, agent, reason, age, err)
 		}
@@ -241,6 +251,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 		{Kind: "turn.memory", Detail: map[string]any{"source": source, "history_turns": len(plan.History),
 			"pending_messages": len(plan.Pending), "summary_chars": len(st.Summary), "folded_turns": len(plan.Fold)}},
 	}
+	events = append(append(events, knowledge.events...), toolEvents...)
 	return w.commit(ctx, log, job, plan, req.Summary, agent, ans, events, price)
 }
 
@@ -309,9 +320,9 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	}
 	log.Info("turn replied", "reply_message_id", replyID, "agent", agent.Name, "handoff", ans.Handoff)
 	if ans.Handoff {
-		return "handoff", nil
+		return JobHandoff, nil
 	}
-	return "completed", nil
+	return JobCompleted, nil
 }
 
 // queueReplySend inserts the reply's conversa.send job and completes the
@@ -341,7 +352,7 @@ func (w *ReplyWorker) skip(ctx context.Context, log *slog.Logger, a jobargs.Repl
 		return "", err
 	}
 	log.Info("turn skipped", "reason", reason)
-	return "skipped", nil
+	return JobSkipped, nil
 }
 
 // memoryTurns turns stored messages up to the turn's closing message into
@@ -352,13 +363,6 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 	for _, m := range stored {
 		if m.ID > throughID {
 			break
-		}
-		role := agents.RoleCustomer
-		switch m.Author {
-		case store.AuthorBot:
-			role = agents.RoleBot
-		case store.AuthorHuman:
-			role = agents.RoleHuman
 		}
 		text := m.Body
 		if len(m.Media) > 0 || m.Transcript != nil {
@@ -371,21 +375,7 @@ func memoryTurns(stored []store.MemoryTurn, throughID int64, states attachmentSt
 			}
 			text = agents.MessageText(m.Body, m.Transcript, atts)
 		}
-		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Role: role, Text: text, DuringHandoff: m.DuringHandoff}})
-	}
-	return out
-}
-
-// agentList converts stored agents to the agents package's.
-func agentList(stored []store.Agent) []agents.Agent {
-	out := make([]agents.Agent, 0, len(stored))
-	for _, s := range stored {
-		a := agents.Agent{Name: s.Name, SystemPrompt: s.SystemPrompt, Model: s.Model, Tools: s.Tools, Keywords: s.Keywords,
-			IsDefault: s.IsDefault, FallbackMessage: s.FallbackMessage, Vision: s.Vision}
-		for _, f := range s.FAQ {
-			a.FAQ = append(a.FAQ, agents.FAQ{Keywords: f.Keywords, Answer: f.Answer})
-		}
-		out = append(out, a)
+		out = append(out, agents.MemoryTurn{ID: m.ID, Turn: agents.Turn{Author: m.Author, Text: text, DuringHandoff: m.DuringHandoff}})
 	}
 	return out
 }

@@ -44,14 +44,14 @@ func (r *recorder) calls() []agents.Request {
 
 // testRedis is the local Redis; keys get a per-test prefix, because the
 // test binaries' databases hand out overlapping ids.
-func testRedis(t *testing.T) *redis.Client {
+func testRedis(t testing.TB) *redis.Client {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DialTimeout: 300 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
 
-func testMemory(t *testing.T, rdb *redis.Client) *store.Memory {
+func testMemory(t testing.TB, rdb *redis.Client) *store.Memory {
 	t.Helper()
 	m := store.NewMemory(rdb, "conversa:test:"+testdb.Unique()+":", agents.MemoryWindow)
 	m.TTL = time.Minute
@@ -60,7 +60,7 @@ func testMemory(t *testing.T, rdb *redis.Client) *store.Memory {
 
 // turnEnv is one test's tenant, transaction and reply worker.
 type turnEnv struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	tx     pgx.Tx
 	ten    testdb.Tenant
@@ -71,7 +71,7 @@ type turnEnv struct {
 	tw     *rivertest.Worker[jobargs.ReplyArgs, pgx.Tx]
 }
 
-func newTurnEnv(t *testing.T, credits int64, edit func(*jobs.Deps)) *turnEnv {
+func newTurnEnv(t testing.TB, credits int64, edit func(*jobs.Deps)) *turnEnv {
 	t.Helper()
 	ctx := context.Background()
 	tx := testdb.Tx(t)
@@ -349,8 +349,8 @@ func TestReplyMemoryFromRedisSeesEarlierTurns(t *testing.T) {
 	calls := e.llm.calls()
 	require.Len(t, calls, 2)
 	require.Equal(t, []agents.Turn{
-		{Role: agents.RoleCustomer, Text: "hello"},
-		{Role: agents.RoleBot, Text: e.replies()[0]},
+		{Author: store.AuthorContact, Text: "hello"},
+		{Author: store.AuthorBot, Text: e.replies()[0]},
 	}, calls[1].History)
 	require.Equal(t, []string{"what are your prices?"}, calls[1].Pending)
 }

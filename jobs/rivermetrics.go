@@ -11,10 +11,9 @@ import (
 )
 
 // JobMetricsMiddleware is River worker middleware that counts every job
-// River works, by kind and by what River does next (completed, retry,
-// discarded, cancelled, snoozed, panic), and times the work. It sees every
-// worker, including ones that record nothing themselves; Metrics.Job is the
-// workers' own, finer account (skipped, superseded, ...).
+// River works in conversa_jobs_total, by kind and outcome (the Job* outcomes
+// below), and times the work. It sees every worker; a worker whose job
+// completes may say more of how it ended (noteOutcome).
 type JobMetricsMiddleware struct {
 	river.MiddlewareDefaults
 	worked   *prometheus.CounterVec
@@ -26,8 +25,8 @@ type JobMetricsMiddleware struct {
 func NewJobMetricsMiddleware(reg prometheus.Registerer) *JobMetricsMiddleware {
 	m := &JobMetricsMiddleware{
 		worked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "conversa_river_jobs_total",
-			Help: "Jobs River worked, by kind and outcome (completed, retry, discarded, cancelled, snoozed, panic).",
+			Name: "conversa_jobs_total",
+			Help: "Jobs worked, by kind and outcome (completed, handoff, skipped, failed, retry, snoozed, cancelled, discarded, panic).",
 		}, []string{"kind", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "conversa_river_job_duration_seconds",
@@ -43,18 +42,51 @@ func NewJobMetricsMiddleware(reg prometheus.Registerer) *JobMetricsMiddleware {
 func (m *JobMetricsMiddleware) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
 	start := time.Now()
 	panicked := true
+	var noted string
 	defer func() {
 		outcome := jobOutcome(job, err)
+		if outcome == JobCompleted && noted != "" {
+			outcome = noted
+		}
 		if panicked {
 			// River recovers the panic and records it; count it and let it go on.
-			outcome = "panic"
+			outcome = JobPanic
 		}
 		m.worked.WithLabelValues(job.Kind, outcome).Inc()
 		m.duration.WithLabelValues(job.Kind).Observe(time.Since(start).Seconds())
 	}()
-	err = doInner(ctx)
+	err = doInner(context.WithValue(ctx, outcomeKey{}, &noted))
 	panicked = false
 	return err
+}
+
+// Job outcomes, as conversa_jobs_total labels them: what River does with the
+// job next, and for a job that completed, how it ended when its worker says
+// (noteOutcome).
+const (
+	JobCompleted = "completed" // done, with its effect
+	JobHandoff   = "handoff"   // completed: a turn that handed the conversation to a person
+	JobSkipped   = "skipped"   // completed: nothing to do (duplicate, superseded, not the bot's)
+	JobFailed    = "failed"    // completed: the message ended failed, nothing left to try
+	JobRetry     = "retry"     // River retries it with backoff
+	JobSnoozed   = "snoozed"   // comes back later without using an attempt
+	JobCancelled = "cancelled" // never again
+	JobDiscarded = "discarded" // out of attempts
+	JobPanic     = "panic"     // the worker panicked (River records it and retries)
+)
+
+// outcomeKey holds, in a worked job's context, where its worker notes how
+// it ended.
+type outcomeKey struct{}
+
+// noteOutcome says how a job ended when it completes (JobHandoff,
+// JobSkipped, JobFailed; JobCompleted or "" for nothing more). It counts
+// only if the job completes: a job that is retried, snoozed, cancelled or
+// discarded counts as that, whatever its worker noted.
+func noteOutcome(ctx context.Context, outcome string) {
+	if p, ok := ctx.Value(outcomeKey{}).(*string); ok {
+		*p = outcome
+	}
 }
 
 // jobOutcome is what River does with a job after its worker returned err.
@@ -63,14 +95,14 @@ func jobOutcome(job *rivertype.JobRow, err error) string {
 	var snooze *rivertype.JobSnoozeError
 	switch {
 	case err == nil:
-		return "completed"
+		return JobCompleted
 	case errors.As(err, &cancel):
-		return "cancelled"
+		return JobCancelled
 	case errors.As(err, &snooze):
-		return "snoozed"
+		return JobSnoozed
 	case job.Attempt >= job.MaxAttempts:
-		return "discarded"
+		return JobDiscarded
 	default:
-		return "retry"
+		return JobRetry
 	}
 }

@@ -33,19 +33,29 @@ func TestJobMetricsMiddlewareCountsOutcomes(t *testing.T) {
 		_ = m.Work(ctx, &rivertype.JobRow{Kind: "conversa.reply", Attempt: 1, MaxAttempts: 3}, func(context.Context) error { panic("boom") })
 	})
 
-	for outcome, want := range map[string]float64{"completed": 1, "retry": 1, "discarded": 1, "cancelled": 1, "snoozed": 1} {
+	// A worker may say how a completed job ended; a job River retries
+	// counts as a retry whatever its worker said.
+	noted := func(outcome string, err error) {
+		job := &rivertype.JobRow{Kind: "conversa.send", Attempt: 1, MaxAttempts: 3}
+		_ = m.Work(ctx, job, func(ctx context.Context) error { jobs.NoteOutcome(ctx, outcome); return err })
+	}
+	noted(jobs.JobSkipped, nil)
+	noted(jobs.JobFailed, nil)
+	noted(jobs.JobFailed, errors.New("store down"))
+
+	for outcome, want := range map[string]float64{"completed": 1, "retry": 2, "discarded": 1, "cancelled": 1, "snoozed": 1, "skipped": 1, "failed": 1} {
 		require.InDelta(t, want, counter(t, reg, "conversa.send", outcome), 0, outcome)
 	}
 	require.InDelta(t, 1, counter(t, reg, "conversa.reply", "panic"), 0)
 }
 
-// counter reads conversa_river_jobs_total{kind,outcome} from reg.
+// counter reads conversa_jobs_total{kind,outcome} from reg.
 func counter(t *testing.T, reg *prometheus.Registry, kind, outcome string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
-		if f.GetName() != "conversa_river_jobs_total" {
+		if f.GetName() != "conversa_jobs_total" {
 			continue
 		}
 		for _, m := range f.GetMetric() {
@@ -58,6 +68,6 @@ func counter(t *testing.T, reg *prometheus.Registry, kind, outcome string) float
 			}
 		}
 	}
-	t.Fatalf("no conversa_river_jobs_total{kind=%q,outcome=%q}", kind, outcome)
+	t.Fatalf("no conversa_jobs_total{kind=%q,outcome=%q}", kind, outcome)
 	return 0
 }

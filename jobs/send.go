@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
@@ -41,7 +42,7 @@ type SendWorker struct {
 	river.WorkerDefaults[jobargs.SendArgs]
 	db            DB
 	sealer        *store.Sealer
-	twilio        *Twilio
+	twilio        *twilio.Client
 	pacer         *Pacer
 	publicBaseURL string
 	logger        *slog.Logger
@@ -85,7 +86,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[jobargs.SendArgs])
 	log := w.logger.With("tenant_id", a.TenantID, "message_id", a.MessageID, "job_id", job.ID, "job_kind", job.Kind)
 	d, out := w.attempt(ctx, job)
 	label, err := w.settle(ctx, log, job, d, out)
-	w.metrics.Job(job.Kind, label)
+	noteOutcome(ctx, label)
 	return err
 }
 
@@ -128,7 +129,7 @@ type outcome struct {
 	how    string
 	// twilio is Twilio's classified error for retry, ambiguous, permanent;
 	// for an ambiguous outcome from a failed look-up, lookup is true.
-	twilio *SendError
+	twilio *twilio.SendError
 	lookup bool
 	// code and reason when unsendable.
 	code, reason string
@@ -167,7 +168,7 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[jobargs.SendArg
 	if d.Status == store.StatusClaimed {
 		found, err := w.findEarlierSend(ctx, d, msg)
 		if err != nil {
-			return d, outcome{kind: outAmbiguous, twilio: Classify(err), lookup: true}
+			return d, outcome{kind: outAmbiguous, twilio: twilio.Classify(err), lookup: true}
 		}
 		if found != nil {
 			return d, outcome{kind: outAccepted, sid: found.SID, status: store.MessageStatus(found.Status), how: "lookup"}
@@ -209,11 +210,11 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[jobargs.SendArg
 
 	sid, status, err := w.twilio.Send(msg)
 	if err != nil {
-		se := Classify(err)
+		se := twilio.Classify(err)
 		switch se.Class {
-		case ClassRetry:
+		case twilio.ClassRetry:
 			return d, outcome{kind: outRetry, twilio: se}
-		case ClassPermanent:
+		case twilio.ClassPermanent:
 			return d, outcome{kind: outPermanent, twilio: se}
 		default:
 			return d, outcome{kind: outAmbiguous, twilio: se}
@@ -234,7 +235,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 	switch o.kind {
 	case outAccepted:
 		if o.how == "create" {
-			w.metrics.TwilioSend(ClassAccepted)
+			w.metrics.TwilioSend(twilio.ClassAccepted)
 		} else {
 			w.metrics.Duplicate("send")
 		}
@@ -254,18 +255,18 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 
 	case outRetry:
 		se := o.twilio
-		if err := store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", se.detail(job.Attempt)); err != nil {
+		if err := store.Unclaim(ctx, w.db, d.TenantID, d.MessageID, "send.retry", attemptDetail(se, job.Attempt)); err != nil {
 			return w.ourError(ctx, log, job, err)
 		}
 		if lastAttempt {
-			return w.failAndCancel(ctx, log, job, d, se.codeString(), "gave_up_"+se.Reason, se)
+			return w.failAndCancel(ctx, log, job, d, se.CodeString(), "gave_up_"+se.Reason, se)
 		}
 		log.Info("send: will retry", "reason", se.Reason, "error_code", se.Code, "attempt", job.Attempt)
 		return JobRetry, se
 
 	case outAmbiguous:
 		se := o.twilio
-		kind, detail := "send.ambiguous", se.detail(job.Attempt)
+		kind, detail := "send.ambiguous", attemptDetail(se, job.Attempt)
 		if o.lookup {
 			kind, detail = "send.lookup", map[string]any{"error": se.Reason}
 		}
@@ -273,7 +274,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 			return w.ourError(ctx, log, job, err)
 		}
 		if lastAttempt {
-			code := se.codeString()
+			code := se.CodeString()
 			if o.lookup {
 				code = "" // the look-up's error, not the send's
 			}
@@ -283,7 +284,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 		return JobRetry, fmt.Errorf("send outcome unknown: %w", se)
 
 	case outPermanent:
-		return w.failAndCancel(ctx, log, job, d, o.twilio.codeString(), o.twilio.Reason, o.twilio)
+		return w.failAndCancel(ctx, log, job, d, o.twilio.CodeString(), o.twilio.Reason, o.twilio)
 
 	case outUnsendable:
 		if err := w.fail(ctx, d, o.code, o.reason, false); err != nil {
@@ -310,7 +311,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 // failAndCancel fails the message for good and cancels the job: nothing is
 // left to try. On 21610 (the recipient unsubscribed) the contact is opted
 // out in the same transaction.
-func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, code, reason string, se *SendError) (string, error) {
+func (w *SendWorker) failAndCancel(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.SendArgs], d store.Delivery, code, reason string, se *twilio.SendError) (string, error) {
 	if err := w.fail(ctx, d, code, reason, se.Code == 21610); err != nil {
 		return w.ourError(ctx, log, job, err)
 	}
@@ -352,11 +353,11 @@ func (w *SendWorker) fail(ctx context.Context, d store.Delivery, code, reason st
 // outgoing is the Twilio request for d, or the error code and reason it
 // cannot be sent with: the contact opted out, a WhatsApp reply outside the
 // 24 h window without a template, or an auth token that cannot be opened.
-func (w *SendWorker) outgoing(d store.Delivery) (msg Outgoing, code, reason string) {
+func (w *SendWorker) outgoing(d store.Delivery) (msg twilio.Outgoing, code, reason string) {
 	if d.OptedOut {
 		return msg, "", "opted_out"
 	}
-	msg = Outgoing{
+	msg = twilio.Outgoing{
 		AccountSID:     d.AccountSID,
 		From:           d.ChannelAddress,
 		To:             d.ContactAddress,
@@ -389,7 +390,7 @@ func (w *SendWorker) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // attempt created: same From and To, created since the first claim, same
 // body (a template's body is rendered by Twilio, so any body), and not
 // already recorded as another message of ours.
-func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg Outgoing) (*Sent, error) {
+func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg twilio.Outgoing) (*twilio.Sent, error) {
 	sent, err := w.twilio.FindSent(msg.AccountSID, msg.AuthToken, msg.From, msg.To, d.SendStartedAt.Add(-lookupSkew))
 	if err != nil {
 		return nil, err
@@ -419,4 +420,9 @@ func (w *SendWorker) findEarlierSend(ctx context.Context, d store.Delivery, msg 
 		return &s, nil
 	}
 	return nil, nil
+}
+
+// attemptDetail is the trace event detail of an attempt that ended with se.
+func attemptDetail(se *twilio.SendError, attempt int) map[string]any {
+	return map[string]any{"class": se.Class, "reason": se.Reason, "error_code": se.Code, "http_status": se.HTTPStatus, "attempt": attempt}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
@@ -61,7 +62,7 @@ func newSendEnv(t testing.TB, o envOpts) *sendEnv {
 	}
 	ten := testdb.NewTenant(t, o.db, 10)
 	fake.AddAccount(ten.AccountSID, ten.AuthToken)
-	tw, err := jobs.NewTwilio(o.apiURL, o.timeout)
+	tw, err := twilio.New(o.apiURL, o.timeout)
 	require.NoError(t, err)
 	w := jobs.NewSendWorker(jobs.Deps{
 		DB:            o.db,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
@@ -34,7 +35,7 @@ func TestEveryReplyKeepsItsSendJob(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(fake.Close)
 	fake.AddAccount(ten.AccountSID, ten.AuthToken)
-	tw, err := jobs.NewTwilio(u, time.Second)
+	tw, err := twilio.New(u, time.Second)
 	require.NoError(t, err)
 
 	workers := river.NewWorkers()

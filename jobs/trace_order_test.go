@@ -14,6 +14,7 @@ import (
 
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
@@ -33,7 +34,7 @@ func newTraceEnv(t *testing.T) *traceEnv {
 	u, err := fake.Start()
 	require.NoError(t, err)
 	t.Cleanup(fake.Close)
-	tw, err := jobs.NewTwilio(u, 300*time.Millisecond)
+	tw, err := twilio.New(u, 300*time.Millisecond)
 	require.NoError(t, err)
 	var deps jobs.Deps
 	e := newTurnEnv(t, 5, func(d *jobs.Deps) {

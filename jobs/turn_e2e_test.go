@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio/signature"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/webhook"
@@ -65,7 +66,7 @@ func TestSignedInboundBurstEndsInOneReply(t *testing.T) {
 		}
 		req := httptest.NewRequest(http.MethodPost, "/twilio/inbound", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("X-Twilio-Signature", webhook.Signature(ten.AuthToken, "https://conversa.example.com/twilio/inbound", form))
+		req.Header.Set("X-Twilio-Signature", signature.Sign(ten.AuthToken, "https://conversa.example.com/twilio/inbound", form))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		require.Equal(t, http.StatusOK, rec.Code)

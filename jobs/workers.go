@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/conversa/conversa/agents"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/store"
 )
 
@@ -54,11 +55,14 @@ type Deps struct {
 	Memory *store.Memory
 	// Sealer opens the Twilio auth tokens stored sealed.
 	Sealer *store.Sealer
-	// Twilio sends messages (NewTwilio with TWILIO_API_URL and TWILIO_TIMEOUT).
+	// Twilio sends messages (twilio.New with TWILIO_API_URL and TWILIO_TIMEOUT).
 	// Without it (and Sealer) conversa.send is not registered.
-	Twilio *Twilio
+	Twilio *twilio.Client
 	// Media fetches and transcribes inbound attachments (zero: never fetched).
 	Media Media
+	// Tools POSTs agents' HTTP tool calls (NewToolHTTP with
+	// TOOLS_ALLOW_PRIVATE); zero means NewToolHTTP(false).
+	Tools ToolHTTP
 	// ReconcileAfter is RECONCILE_AFTER (0 = DefaultReconcileAfter).
 	ReconcileAfter time.Duration
 }
@@ -85,6 +89,9 @@ func AddWorkers(w *river.Workers, d Deps) error {
 	}
 	if err := river.AddWorkerSafely(w, NewIdempotencyCleanupWorker(d)); err != nil {
 		return fmt.Errorf("add idempotency cleanup worker: %w", err)
+	}
+	if err := river.AddWorkerSafely(w, NewRetentionWorker(d)); err != nil {
+		return fmt.Errorf("add retention worker: %w", err)
 	}
 	return nil
 }

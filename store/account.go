@@ -56,7 +56,7 @@ func AddAccount(ctx context.Context, db DBTX, tenantID, accountSID string, token
 			return Account{}, fmt.Errorf("add number: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return Account{}, fmt.Errorf("add number: %w: the number belongs to another tenant", ErrDuplicate)
+			return Account{}, fmt.Errorf("add number: %w", Refuse(ErrDuplicate, "the number belongs to another tenant"))
 		}
 	}
 	rows, err := db.Query(ctx, `SELECT address FROM channels WHERE account_id = $1 AND tenant_id = $2 ORDER BY address`, acc.ID, tenantID)
@@ -103,19 +103,6 @@ func ChannelByAddress(ctx context.Context, db DBTX, address string) (Channel, er
 	ch, err := collectChannel(rows)
 	if err != nil {
 		return Channel{}, fmt.Errorf("channel by address: %w", err)
-	}
-	return ch, nil
-}
-
-// ChannelByID returns one channel of one tenant.
-func ChannelByID(ctx context.Context, db DBTX, tenantID string, id int64) (Channel, error) {
-	rows, err := db.Query(ctx, channelSelect+` WHERE c.id = $1 AND c.tenant_id = $2`, id, tenantID)
-	if err != nil {
-		return Channel{}, fmt.Errorf("channel by id: %w", err)
-	}
-	ch, err := collectChannel(rows)
-	if err != nil {
-		return Channel{}, fmt.Errorf("channel by id: %w", err)
 	}
 	return ch, nil
 }

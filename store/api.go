@@ -276,7 +276,7 @@ func QueueDepth(ctx context.Context, db DBTX) ([]QueueCount, error) {
 }
 
 // errClosed is returned for a change a closed conversation cannot take.
-var errClosed = fmt.Errorf("%w: the conversation is closed", ErrConflict)
+var errClosed = Refuse(ErrConflict, "the conversation is closed")
 
 // Handoff hands a conversation in scope to a person (ConversationHuman) or
 // back to the bot (ConversationBot). A closed conversation is ErrConflict.

@@ -149,7 +149,7 @@ func ListAgents(ctx context.Context, db DBTX, tenantID string) ([]Agent, error) 
 	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Agent, error) {
 		var a Agent
 		var faq []byte
-		if err := r.Scan(&a.Name, &a.SystemPrompt, &a.Model, &a.Tools, &a.Keywords, &faq, &a.IsDefault, &a.FallbackMessage, &a.Vision, &a.UpdatedAt); err != nil {
+		if err := r.Scan(&a.Name, &a.SystemPrompt, &a.Model, &a.Tools, &a.Keywords, &faq, &a.IsDefault, &a.FallbackMessage, &a.Vision, &a.HTTPTools, &a.UpdatedAt); err != nil {
 			return a, err
 		}
 		return a, json.Unmarshal(faq, &a.FAQ)

@@ -70,9 +70,11 @@ func ClaimIdempotencyKey(ctx context.Context, tx DBTX, keyHash, requestHash []by
 }
 
 // SaveIdempotentAnswer stores the answer to the request that claimed keyHash.
-func SaveIdempotentAnswer(ctx context.Context, tx DBTX, keyHash []byte, status int, responseSealed []byte) error {
-	_, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $2, response_sealed = $3 WHERE key_hash = $1`,
-		keyHash, status, responseSealed)
+// conversationID (0 for none) is the conversation the answer is about: an
+// erasure of its contact deletes the answer (store/erasure.go).
+func SaveIdempotentAnswer(ctx context.Context, tx DBTX, keyHash []byte, status int, responseSealed []byte, conversationID int64) error {
+	_, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $2, response_sealed = $3, conversation_id = NULLIF($4, 0) WHERE key_hash = $1`,
+		keyHash, status, responseSealed, conversationID)
 	if err != nil {
 		return fmt.Errorf("save idempotent answer: %w", err)
 	}

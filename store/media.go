@@ -9,11 +9,12 @@ import (
 
 // SetTranscript stores an inbound message's transcript (migration 0009). The
 // first one written stays: a turn that raced another for the same voice note
-// reports whether its own was the one kept.
+// reports whether its own was the one kept. An erased message (erased_at,
+// migration 0014) takes none: the turn transcribed it before the erasure.
 func SetTranscript(ctx context.Context, db DBTX, tenantID string, messageID int64, transcript string) (bool, error) {
 	tag, err := db.Exec(ctx, `
 		UPDATE messages SET transcript = $3, updated_at = now()
-		WHERE id = $1 AND tenant_id = $2 AND direction = 'inbound' AND transcript IS NULL`,
+		WHERE id = $1 AND tenant_id = $2 AND direction = 'inbound' AND transcript IS NULL AND erased_at IS NULL`,
 		messageID, tenantID, transcript)
 	if err != nil {
 		return false, fmt.Errorf("set transcript: %w", err)

@@ -120,6 +120,50 @@ func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversat
 	return turns, source, nil
 }
 
+// MemoryPrefix is the key prefix of the memory every Conversa process
+// shares in Redis ("conversa:"): the turns cache it, erasure clears it.
+const MemoryPrefix = "conversa:"
+
+// erasedMarker is what an erased conversation's key holds for erasedTTL: no
+// turn may cache into it meanwhile (setScript), so a turn that read Postgres
+// just before an erasure committed cannot put the erased words back.
+// A turn's read and its cache write are one call (Recent), far shorter.
+const (
+	erasedMarker = "erased"
+	erasedTTL    = time.Minute
+)
+
+// setScript caches a conversation's turns unless the key holds the erased
+// marker.
+var setScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// ErrMemoryUnavailable is returned when Redis is configured but the cached
+// turns of an erased conversation could not be removed from it.
+var ErrMemoryUnavailable = errors.New("conversation memory (Redis) unavailable")
+
+// Erase replaces the cached turns of the conversations with the erased
+// marker, before the erasure in Postgres commits (see erasedMarker). With
+// Redis configured but failing it returns ErrMemoryUnavailable: the caller
+// must not commit an erasure Redis may still hold.
+func (m *Memory) Erase(ctx context.Context, tenantID string, conversationIDs []int64) error {
+	if m.Redis == nil || len(conversationIDs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(m.Timeout, time.Second))
+	defer cancel()
+	pipe := m.Redis.Pipeline()
+	for _, id := range conversationIDs {
+		pipe.Set(ctx, m.key(tenantID, id), erasedMarker, erasedTTL)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrMemoryUnavailable, err)
+	}
+	return nil
+}
+
 // Forget drops a conversation's cached turns (after a stored turn changed,
 // e.g. a voice note's transcript was written).
 func (m *Memory) Forget(ctx context.Context, tenantID string, conversationID int64) {
@@ -149,7 +193,8 @@ func (m *Memory) get(ctx context.Context, key string) (cachedTurns, bool, error)
 	return c, true, nil
 }
 
-// set writes the cache best-effort: a failure only costs a later miss.
+// set writes the cache best-effort: a failure only costs a later miss. It
+// never overwrites an erased conversation's marker.
 func (m *Memory) set(ctx context.Context, key string, c cachedTurns) {
 	b, err := json.Marshal(c)
 	if err != nil {
@@ -157,7 +202,7 @@ func (m *Memory) set(ctx context.Context, key string, c cachedTurns) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
 	defer cancel()
-	_ = m.Redis.Set(ctx, key, b, m.TTL).Err()
+	_ = setScript.Run(ctx, m.Redis, []string{key}, b, m.TTL.Milliseconds(), erasedMarker).Err()
 }
 
 // recentTurns reads the last limit messages after afterID, oldest first.

@@ -22,9 +22,38 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrDuplicate is returned when a row that must be unique already exists.
 	ErrDuplicate = errors.New("duplicate")
-	// ErrConflict is returned when an optimistic-lock version did not match.
+	// ErrConflict is returned when an optimistic-lock version did not match,
+	// or a change is not possible in the row's state (a Refusal says why).
 	ErrConflict = errors.New("conflict")
 )
+
+// Refusal is an error whose Reason a person may read: what they asked for is
+// refused, of a kind a caller branches on (ErrConflict, ErrDuplicate, an
+// edge's own invalid-input sentinel). It wraps Kind, so errors.Is(err, Kind)
+// holds; the edges show Reason (RefusalReason) rather than cutting it out
+// of the error's text.
+type Refusal struct {
+	Kind   error
+	Reason string
+}
+
+// Refuse returns a Refusal of kind with reason.
+func Refuse(kind error, reason string) error { return &Refusal{Kind: kind, Reason: reason} }
+
+func (e *Refusal) Error() string { return e.Kind.Error() + ": " + e.Reason }
+
+// Unwrap returns the Refusal's kind.
+func (e *Refusal) Unwrap() error { return e.Kind }
+
+// RefusalReason is the reason of the Refusal in err's chain, or "" when
+// there is none.
+func RefusalReason(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r.Reason
+	}
+	return ""
+}
 
 // isUniqueViolation reports whether err is Postgres' 23505 unique_violation.
 func isUniqueViolation(err error) bool {

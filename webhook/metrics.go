@@ -13,6 +13,7 @@ import (
 
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
+	"github.com/conversa/conversa/webhook/hook"
 )
 
 // Metrics are the HTTP edge's Prometheus metrics (docs/operations.md, "Metrics"), plus the
@@ -61,15 +62,6 @@ func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-const outcomeKey = "conversa.outcome"
-
-// Webhook outcomes a handler may name; others are derived from the status.
-const outcomeDuplicate = "duplicate"
-
-// markOutcome names how a webhook ended when its status alone does not say
-// (a duplicate answers 200 like a new message).
-func markOutcome(c *gin.Context, outcome string) { c.Set(outcomeKey, outcome) }
-
 // observeWebhook counts each Twilio webhook by outcome and times it.
 func (s *server) observeWebhook(c *gin.Context) {
 	start := time.Now()
@@ -78,17 +70,17 @@ func (s *server) observeWebhook(c *gin.Context) {
 	if m == nil {
 		return
 	}
-	hook := strings.TrimPrefix(c.FullPath(), "/twilio/")
+	name := strings.TrimPrefix(c.FullPath(), "/twilio/")
 	status := c.Writer.Status()
-	outcome := c.GetString(outcomeKey)
+	outcome := hook.Outcome(c)
 	if outcome == "" {
 		outcome = statusOutcome(status)
 	}
-	if outcome == outcomeDuplicate {
-		m.duplicates.WithLabelValues(hook).Inc()
+	if outcome == hook.OutcomeDuplicate {
+		m.duplicates.WithLabelValues(name).Inc()
 	}
-	m.webhooks.WithLabelValues(hook, strconv.Itoa(status/100)+"xx", outcome).Inc()
-	m.latency.WithLabelValues(hook).Observe(time.Since(start).Seconds())
+	m.webhooks.WithLabelValues(name, strconv.Itoa(status/100)+"xx", outcome).Inc()
+	m.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 }
 
 func statusOutcome(status int) string {

@@ -13,42 +13,43 @@ import (
 
 	"github.com/conversa/conversa/internal/testdb"
 	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/internal/edgetest"
 )
 
 func TestRiverUIRequiresAdmin(t *testing.T) {
 	t.Parallel()
-	o := newOps(t)
+	o := edgetest.NewOps(t)
 	ten := testdb.NewTenant(t, testdb.Pool(t), 0)
 
 	for _, path := range []string{"/riverui/", "/riverui/jobs", "/riverui/api/jobs?state=available&limit=5", "/riverui/api/queues"} {
-		for _, auth := range []string{"", bearer("wrong"), bearer(ten.APIKey), "Basic " + basic("admin", "wrong"), "Basic " + basic("admin", ten.APIKey)} {
-			rec := o.do(t, "GET", path, auth, nil)
+		for _, auth := range []string{"", edgetest.Bearer("wrong"), edgetest.Bearer(ten.APIKey), "Basic " + edgetest.Basic("admin", "wrong"), "Basic " + edgetest.Basic("admin", ten.APIKey)} {
+			rec := o.Do(t, "GET", path, auth, nil)
 			require.Equal(t, http.StatusUnauthorized, rec.Code, "%s with %q", path, auth)
 			require.Contains(t, rec.Header().Get("WWW-Authenticate"), "Basic")
 		}
 		// Mutating API calls are refused just the same.
-		rec := o.do(t, "POST", "/riverui/api/jobs/cancel", "", `{"job_ids": ["1"]}`)
+		rec := o.Do(t, "POST", "/riverui/api/jobs/cancel", "", `{"job_ids": ["1"]}`)
 		require.Equal(t, http.StatusUnauthorized, rec.Code)
 
-		for _, auth := range []string{bearer(o.admin), "Basic " + basic("admin", o.admin)} {
-			rec := o.do(t, "GET", path, auth, nil)
+		for _, auth := range []string{edgetest.Bearer(o.Admin), "Basic " + edgetest.Basic("admin", o.Admin)} {
+			rec := o.Do(t, "GET", path, auth, nil)
 			require.Equal(t, http.StatusOK, rec.Code, "%s with admin: %s", path, rec.Body.String())
 		}
 	}
 	// The bare prefix redirects to the UI and shows nothing by itself.
-	rec := o.do(t, "GET", "/riverui", "", nil)
+	rec := o.Do(t, "GET", "/riverui", "", nil)
 	require.NotEqual(t, http.StatusOK, rec.Code)
 	require.Less(t, rec.Code, 500)
-	page := o.do(t, "GET", "/riverui/", bearer(o.admin), nil)
+	page := o.Do(t, "GET", "/riverui/", edgetest.Bearer(o.Admin), nil)
 	require.Contains(t, page.Header().Get("Content-Type"), "text/html")
 }
 
 // scrape returns /metrics as text.
-func scrape(t *testing.T, o ops) string {
+func scrape(t *testing.T, o edgetest.Ops) string {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	rec := httptest.NewRecorder()
-	o.h.ServeHTTP(rec, req)
+	o.H.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusOK, rec.Code)
 	b, err := io.ReadAll(rec.Body)
 	require.NoError(t, err)
@@ -57,13 +58,13 @@ func scrape(t *testing.T, o ops) string {
 
 func TestMetricsAfterAMessageFlows(t *testing.T) {
 	t.Parallel()
-	o := newOps(t)
+	o := edgetest.NewOps(t)
 	ten := testdb.NewTenant(t, testdb.Pool(t), 5)
-	form := inboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), "hello")
-	require.Equal(t, http.StatusOK, post(t, o.h, "/twilio/inbound", ten.AuthToken, form).Code)
-	require.Equal(t, http.StatusOK, post(t, o.h, "/twilio/inbound", ten.AuthToken, form).Code) // redelivery
-	require.Equal(t, http.StatusForbidden, post(t, o.h, "/twilio/inbound", "wrong", inboundForm(ten, "+1555", "x")).Code)
-	o.do(t, "GET", "/api/v1/conversations", bearer(ten.APIKey), nil)
+	form := edgetest.InboundForm(ten, "whatsapp:"+testdb.PhoneNumber(), "hello")
+	require.Equal(t, http.StatusOK, edgetest.Post(t, o.H, "/twilio/inbound", ten.AuthToken, form).Code)
+	require.Equal(t, http.StatusOK, edgetest.Post(t, o.H, "/twilio/inbound", ten.AuthToken, form).Code) // redelivery
+	require.Equal(t, http.StatusForbidden, edgetest.Post(t, o.H, "/twilio/inbound", "wrong", edgetest.InboundForm(ten, "+1555", "x")).Code)
+	o.Do(t, "GET", "/api/v1/conversations", edgetest.Bearer(ten.APIKey), nil)
 
 	m := scrape(t, o)
 	for _, want := range []string{

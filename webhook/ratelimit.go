@@ -7,6 +7,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/time/rate"
+
+	"github.com/conversa/conversa/webhook/api"
 )
 
 // ipLimiter is a token bucket per client IP, in this process's memory (a
@@ -61,7 +63,7 @@ func limitEveryRequest(l *ipLimiter) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if !l.allow(c.ClientIP()) {
 			c.Header("Retry-After", "1")
-			c.AbortWithStatusJSON(http.StatusTooManyRequests, limitErrorBody("rate_limited", "too many requests from this address"))
+			c.AbortWithStatusJSON(http.StatusTooManyRequests, api.ErrorBody("rate_limited", "too many requests from this address"))
 			return
 		}
 		c.Next()
@@ -85,9 +87,4 @@ func limitRejected(l *ipLimiter) gin.HandlerFunc {
 			l.allow(ip)
 		}
 	}
-}
-
-// limitErrorBody is the API's error shape: {"error":{"code":..., "message":...}}.
-func limitErrorBody(code, message string) gin.H {
-	return gin.H{"error": gin.H{"code": code, "message": message}}
 }

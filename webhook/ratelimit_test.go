@@ -14,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio/signature"
 	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/internal/edgetest"
 )
 
 func TestWebhookBrakesAnIPThatKeepsFailingSignatures(t *testing.T) {
@@ -26,20 +28,20 @@ func TestWebhookBrakesAnIPThatKeepsFailingSignatures(t *testing.T) {
 	h := webhook.NewHandler(webhook.Deps{
 		DB: pool, River: rc, Sealer: testdb.Sealer(t),
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		PublicBaseURL: baseURL,
+		PublicBaseURL: edgetest.BaseURL,
 		Now:           func() time.Time { return frozen }, // no refill during the test
 	})
 	ten := testdb.NewTenant(t, pool, 0)
 	from := "whatsapp:" + testdb.PhoneNumber()
 
 	postFrom := func(ip string, sign bool) int {
-		form := inboundForm(ten, from, "hi")
+		form := edgetest.InboundForm(ten, from, "hi")
 		req := httptest.NewRequest(http.MethodPost, "/twilio/inbound", strings.NewReader(form.Encode()))
 		req.RemoteAddr = ip + ":5555"
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		sig := "forged"
 		if sign {
-			sig = webhook.Signature(ten.AuthToken, baseURL+"/twilio/inbound", form)
+			sig = signature.Sign(ten.AuthToken, edgetest.BaseURL+"/twilio/inbound", form)
 		}
 		req.Header.Set("X-Twilio-Signature", sig)
 		rec := httptest.NewRecorder()

@@ -8,38 +8,26 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/conversa/conversa/internal/media"
 	"github.com/conversa/conversa/store"
+	"github.com/conversa/conversa/webhook/api"
+	"github.com/conversa/conversa/webhook/edge"
+	"github.com/conversa/conversa/webhook/hook"
 )
-
-// DB is the database the edge needs: queries, transactions and a ping.
-// *pgxpool.Pool satisfies it.
-type DB interface {
-	store.DBTX
-	Begin(ctx context.Context) (pgx.Tx, error)
-	Ping(ctx context.Context) error
-}
-
-// Inserter inserts River jobs inside the caller's transaction; *river.Client
-// satisfies it (an insert-only client is enough).
-type Inserter interface {
-	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
-	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
-}
 
 // Deps is everything the HTTP edge depends on.
 type Deps struct {
-	DB     DB
-	River  Inserter
+	DB     edge.DB
+	River  edge.Inserter
 	Sealer *store.Sealer
 	Logger *slog.Logger
 	// Redis is optional (nil = no Redis); /readyz reports it.
 	Redis *redis.Client
+	// Memory is the conversation memory an erasure clears; nil means the
+	// one every process shares on Redis (store.MemoryPrefix).
+	Memory *store.Memory
 	// PublicBaseURL is the URL Twilio calls: signatures are checked against it.
 	PublicBaseURL string
 	// Debounce is the quiet window before a turn starts (0 = at once).
@@ -59,44 +47,52 @@ type Deps struct {
 	// MediaHosts is where inbound attachments may be (media.NewHosts of
 	// TWILIO_API_URL); the zero value admits Twilio's own hosts only.
 	MediaHosts media.Hosts
+	// ToolsAllowPrivate admits agents' HTTP tool URLs on loopback and
+	// private addresses (TOOLS_ALLOW_PRIVATE).
+	ToolsAllowPrivate bool
 }
 
 // server holds the handlers' shared dependencies.
 type server struct {
 	Deps
-	group    *committer
-	channels *channelCache
 }
-
-// MaxBodyBytes is the largest webhook body accepted (413 beyond).
-const MaxBodyBytes = 64 << 10
 
 // NewHandler returns the HTTP handler with every route in one place.
 func NewHandler(d Deps) *gin.Engine {
 	s, r := newServer(d)
+	hooks := hook.New(hook.Deps{DB: d.DB, River: d.River, Sealer: d.Sealer, Logger: d.Logger,
+		PublicBaseURL: d.PublicBaseURL, Debounce: d.Debounce, Now: s.Now, MediaHosts: d.MediaHosts})
 	tw := r.Group("/twilio", s.observeWebhook, limitRejected(newIPLimiter(20, 200, s.Now)))
-	tw.POST("/inbound", s.inbound)
-	tw.POST("/status", s.status)
+	tw.POST("/inbound", hooks.Inbound)
+	tw.POST("/status", hooks.Status)
 
 	// The operator API: every route authenticates; creating tenants and
 	// adding credits are the operator's alone. Every creating POST honours
 	// an Idempotency-Key (idempotent).
-	api := r.Group("/api/v1", s.observeAPI, limitEveryRequest(newIPLimiter(100, 200, s.Now)), s.authenticate)
-	api.POST("/tenants", s.requireAdmin, s.idempotent, s.createTenant)
-	api.POST("/tenants/:id/accounts", s.idempotent, s.addAccount)
-	api.POST("/tenants/:id/credits", s.requireAdmin, s.idempotent, s.addCredits)
-	api.POST("/tenants/:id/signing-secret", s.rotateSigningSecret)
-	api.PUT("/tenants/:id/agents/:name", s.putAgent)
-	api.GET("/conversations", s.listConversations)
-	api.GET("/conversations/:id/messages", s.listMessages)
-	api.POST("/conversations/:id/messages", s.idempotent, s.sendMessage)
-	api.POST("/conversations/:id/handoff", s.handoff)
-	api.GET("/messages", s.findMessages)
-	api.GET("/messages/:id/trace", s.trace)
+	a := api.New(api.Deps{DB: d.DB, River: d.River, Sealer: d.Sealer, Logger: d.Logger, Now: s.Now, AdminToken: d.AdminToken, Memory: s.Memory,
+		ToolsAllowPrivate: d.ToolsAllowPrivate})
+	v1 := r.Group("/api/v1", s.observeAPI, limitEveryRequest(newIPLimiter(100, 200, s.Now)), a.Authenticate)
+	v1.POST("/tenants", a.RequireAdmin, a.Idempotent, a.CreateTenant)
+	v1.POST("/tenants/:id/accounts", a.Idempotent, a.AddAccount)
+	v1.POST("/tenants/:id/credits", a.RequireAdmin, a.Idempotent, a.AddCredits)
+	v1.POST("/tenants/:id/signing-secret", a.RotateSigningSecret)
+	v1.PUT("/tenants/:id/agents/:name", a.PutAgent)
+	v1.PUT("/tenants/:id/knowledge", a.PutKnowledgeSettings)
+	v1.GET("/tenants/:id/knowledge", a.ListKnowledge)
+	v1.PUT("/tenants/:id/knowledge/:doc", a.PutKnowledge)
+	v1.DELETE("/tenants/:id/knowledge/:doc", a.DeleteKnowledge)
+	v1.GET("/conversations", a.ListConversations)
+	v1.GET("/conversations/:id/messages", a.ListMessages)
+	v1.POST("/conversations/:id/messages", a.Idempotent, a.SendMessage)
+	v1.POST("/conversations/:id/handoff", a.Handoff)
+	v1.GET("/messages", a.FindMessages)
+	v1.GET("/messages/:id/trace", a.Trace)
+	v1.DELETE("/tenants/:id/contacts/:address", a.DeleteContact)
+	v1.PUT("/tenants/:id/retention", a.PutRetention)
 
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.
-		ui := r.Group(RiverUIPrefix, s.requireAdminUI)
+		ui := r.Group(RiverUIPrefix, a.RequireAdminUI)
 		ui.Any("/*path", gin.WrapH(s.RiverUI))
 	}
 	return r
@@ -115,10 +111,10 @@ func newServer(d Deps) (*server, *gin.Engine) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
+	if d.Memory == nil {
+		d.Memory = store.NewMemory(d.Redis, store.MemoryPrefix, 0)
+	}
 	s := &server{Deps: d}
-	s.group = &committer{s: s}
-	s.channels = newChannelCache(d.Now)
 
 	r := gin.New()
 	r.Use(gin.Recovery())
@@ -135,24 +131,6 @@ func newServer(d Deps) (*server, *gin.Engine) {
 		r.GET("/metrics", gin.WrapH(s.Metrics.handler()))
 	}
 	return s, r
-}
-
-// publicURL is the URL Twilio signed: PUBLIC_BASE_URL plus the request's path
-// and query. A PUBLIC_BASE_URL with a path prefix (behind a proxy that strips
-// it, or not) is honoured. The Host header is never used.
-func (s *server) publicURL(r *http.Request) string {
-	path := r.URL.Path
-	if i := strings.Index(s.PublicBaseURL, "://"); i >= 0 {
-		if j := strings.Index(s.PublicBaseURL[i+3:], "/"); j >= 0 {
-			prefix := s.PublicBaseURL[i+3+j:]
-			path = strings.TrimPrefix(path, prefix)
-		}
-	}
-	u := s.PublicBaseURL + path
-	if r.URL.RawQuery != "" {
-		u += "?" + r.URL.RawQuery
-	}
-	return u
 }
 
 func (s *server) healthz(c *gin.Context) {
@@ -177,4 +155,16 @@ func (s *server) readyz(c *gin.Context) {
 	}
 	body["status"] = map[int]string{http.StatusOK: "ready", http.StatusServiceUnavailable: "unready"}[status]
 	c.JSON(status, body)
+}
+
+// noRoute answers unknown routes and methods: JSON under /api, text elsewhere.
+func noRoute(status int) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+			code := map[int]string{http.StatusNotFound: "not_found", http.StatusMethodNotAllowed: "method_not_allowed"}[status]
+			c.AbortWithStatusJSON(status, api.ErrorBody(code, http.StatusText(status)))
+			return
+		}
+		c.String(status, http.StatusText(status)+"\n")
+	}
 }

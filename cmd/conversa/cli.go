@@ -30,6 +30,9 @@ type cli struct {
 	Credits struct {
 		Add creditsAddCmd `cmd:"" help:"Add credits to a tenant; prints the new balance."`
 	} `cmd:"" help:"Manage credits."`
+	Contact struct {
+		Erase contactEraseCmd `cmd:"" help:"Erase a contact's personal data (as DELETE /tenants/{id}/contacts/{address})."`
+	} `cmd:"" help:"Manage contacts."`
 	Demo demoCmd `cmd:"" help:"Send a signed demo message to a running server and print the reply and its delivery."`
 }
 
@@ -75,6 +78,8 @@ func parseCLI(args []string, stdout, stderr io.Writer) (cmd command, err error) 
 		return &c.Account.Add, nil
 	case "credits add":
 		return &c.Credits.Add, nil
+	case "contact erase <address>":
+		return &c.Contact.Erase, nil
 	case "demo":
 		return &c.Demo, nil
 	}

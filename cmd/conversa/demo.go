@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,17 +13,20 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/conversa/conversa/internal/twilio/signature"
 	"github.com/conversa/conversa/store"
-	"github.com/conversa/conversa/webhook"
 )
 
 type demoCmd struct {
 	Body    string        `default:"Hi! What are your opening hours?" help:"What the demo customer writes."`
 	Timeout time.Duration `default:"45s" help:"How long to wait for the reply to be delivered."`
 	Voice   bool          `help:"Send a voice note (the sandbox's sample) instead of text: the server fetches it from the sandbox Twilio and transcribes it when TRANSCRIBE_MODEL is set."`
+	Tool    string        `help:"URL of an appointment endpoint: the demo agent gets it as the HTTP tool book_appointment (the offline agent calls it when the customer writes book or appointment). See docs/tools.md."`
+	Doc     string        `help:"A markdown or text file put in the demo tenant's knowledge base as demo.md." type:"existingfile"`
 }
 
 // Run creates a demo tenant on the sandbox Twilio, sends a signed inbound
@@ -59,6 +63,11 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 	}
 	fmt.Fprintf(a.stdout, "✓ demo tenant %s with 10 credits and sandbox number %s\n", tenant.ID, number)
 
+	api := demoAPI{hc: hc, base: base + "/api/v1", key: keys.APIKey}
+	if err := d.setUpAgent(ctx, a, api, tenant.ID, keys.SigningSecret); err != nil {
+		return err
+	}
+
 	customer := randPhone("+1555")
 	messageSID := "SM" + randHex(16)
 	form := url.Values{
@@ -75,7 +84,7 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, inboundURL, form))
+	req.Header.Set("X-Twilio-Signature", signature.Sign(token, inboundURL, form))
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("post inbound: %w", err)
@@ -91,7 +100,6 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 		fmt.Fprintf(a.stdout, "✓ customer wrote %q (signed webhook accepted: %s)\n", d.Body, resp.Status)
 	}
 
-	api := demoAPI{hc: hc, base: base + "/api/v1", key: keys.APIKey}
 	reply, err := api.waitForDelivery(ctx, a.stdout, messageSID, d.Timeout)
 	if err != nil {
 		return err
@@ -105,6 +113,58 @@ func (d *demoCmd) Run(ctx context.Context, a *app) error {
 	fmt.Fprintf(a.stdout, "\nConsole: %s/console/\nAPI key: %s\n  (sign in with it to read the conversation, take it over and answer the demo customer yourself)\n", base, keys.APIKey)
 	if reply.Status == store.StatusFailed || reply.Status == store.StatusUndelivered {
 		return fmt.Errorf("the reply was not delivered: %s (%s)", reply.Status, deref(reply.ErrorReason))
+	}
+	return nil
+}
+
+// setUpAgent gives the demo tenant's agent the --tool endpoint and puts
+// the --doc file in its knowledge base, through the tenant's API.
+func (d *demoCmd) setUpAgent(ctx context.Context, a *app, api demoAPI, tenantID, signingSecret string) error {
+	if d.Tool != "" {
+		agent := map[string]any{"http_tools": []any{map[string]any{
+			"name": "book_appointment", "description": "Book the first free appointment slot for the customer.",
+			"url": d.Tool, "keywords": []string{"book", "appointment"},
+			"parameters": map[string]any{"type": "object", "properties": map[string]any{
+				"message": map[string]any{"type": "string", "description": "What the customer asked for."}}},
+		}}}
+		if err := api.put(ctx, "/tenants/"+tenantID+"/agents/assistant", agent); err != nil {
+			return fmt.Errorf("set up the tool: %w", err)
+		}
+		fmt.Fprintf(a.stdout, "✓ agent has the HTTP tool book_appointment -> %s (signing secret %s)\n", d.Tool, signingSecret)
+	}
+	if d.Doc != "" {
+		text, err := os.ReadFile(d.Doc)
+		if err != nil {
+			return err
+		}
+		if err := api.put(ctx, "/tenants/"+tenantID+"/knowledge/demo.md", map[string]any{"text": string(text)}); err != nil {
+			return fmt.Errorf("set up the knowledge base: %w", err)
+		}
+		fmt.Fprintf(a.stdout, "✓ %s is in the knowledge base as demo.md\n", d.Doc)
+	}
+	return nil
+}
+
+// put sends a JSON PUT with the tenant's key; any non-2xx is an error.
+func (api demoAPI) put(ctx context.Context, path string, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, api.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+api.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := api.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("PUT %s: %s: %s", path, resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }

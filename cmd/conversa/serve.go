@@ -25,6 +25,7 @@ import (
 
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/internal/faketwilio"
+	"github.com/conversa/conversa/internal/twilio"
 	"github.com/conversa/conversa/jobs"
 	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/migrations"
@@ -184,7 +185,7 @@ func (a *app) newLLM() (*agents.Gate, error) {
 // twilioSender builds the Twilio sender for TWILIO_API_URL. "sandbox" starts
 // the built-in sandbox Twilio on a free local port for this process.
 // It also returns the API's URL (the sandbox's once started).
-func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twilio, string, error) {
+func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*twilio.Client, string, error) {
 	apiURL := a.cfg.TwilioAPIURL
 	if apiURL == "sandbox" {
 		u, err := faketwilio.StartSandbox(ctx, logger.With("component", "sandbox_twilio"))
@@ -194,7 +195,7 @@ func (a *app) twilioSender(ctx context.Context, logger *slog.Logger) (*jobs.Twil
 		logger.Info("sandbox Twilio started: no message leaves this machine", "url", u)
 		apiURL = u
 	}
-	tw, err := jobs.NewTwilio(apiURL, a.cfg.TwilioTimeout)
+	tw, err := twilio.New(apiURL, a.cfg.TwilioTimeout)
 	return tw, apiURL, err
 }
 
@@ -320,6 +321,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Sealer:         sealer,
 			Twilio:         tw,
 			Media:          mediaDeps,
+			Tools:          jobs.NewToolHTTP(a.cfg.ToolsAllowPrivate),
 			ReconcileAfter: a.cfg.ReconcileAfter,
 		})
 		if err != nil {
@@ -343,17 +345,18 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			return err
 		}
 		edge := webhook.NewHandler(webhook.Deps{
-			DB:            edgeDB,
-			River:         riverClient,
-			Sealer:        sealer,
-			Logger:        logger,
-			Redis:         rdb,
-			PublicBaseURL: a.cfg.PublicBaseURL,
-			Debounce:      a.cfg.Debounce,
-			AdminToken:    a.cfg.AdminToken,
-			RiverUI:       ui,
-			Metrics:       edgeMetrics,
-			MediaHosts:    a.mediaHosts(),
+			DB:                edgeDB,
+			River:             riverClient,
+			Sealer:            sealer,
+			Logger:            logger,
+			Redis:             rdb,
+			PublicBaseURL:     a.cfg.PublicBaseURL,
+			Debounce:          a.cfg.Debounce,
+			AdminToken:        a.cfg.AdminToken,
+			RiverUI:           ui,
+			Metrics:           edgeMetrics,
+			MediaHosts:        a.mediaHosts(),
+			ToolsAllowPrivate: a.cfg.ToolsAllowPrivate,
 		})
 		if err := console.Mount(edge, console.Deps{DB: edgeDB, River: riverClient, Logger: logger, AdminToken: a.cfg.AdminToken,
 			Secure: strings.HasPrefix(a.cfg.PublicBaseURL, "https://")}); err != nil {

@@ -6,7 +6,8 @@
 // call and the most calls it held at once, so tests and the benchmarks can
 // check what the provider saw.
 //
-// A completion answers the last user message ("Fake answer to: ..."); a
+// A completion answers the last user message ("Fake answer to: ...", and
+// what the tools it called said: "(book said {...})"); a
 // routing classification (the system prompt of agents.OpenAI.Classify) names
 // the first agent listed, or the one Options.Route picks.
 package fakellm
@@ -79,7 +80,7 @@ type Server struct {
 	latency time.Duration
 	jitter  time.Duration
 	faults  []Fault
-	tools   map[string][]ToolCall // trigger word in the user message -> calls
+	tools   map[string]toolRule // trigger word in the user message -> calls
 
 	// Transcriber answers /v1/audio/transcriptions (voice notes).
 	Transcriber *Transcriber
@@ -95,7 +96,7 @@ func Start(opts Options) (*Server, error) {
 	if opts.Model == "" {
 		opts.Model = "fake-model"
 	}
-	s := &Server{opts: opts, closed: make(chan struct{}), latency: opts.Latency, jitter: opts.Jitter, tools: map[string][]ToolCall{},
+	s := &Server{opts: opts, closed: make(chan struct{}), latency: opts.Latency, jitter: opts.Jitter, tools: map[string]toolRule{},
 		Transcriber: NewTranscriber(opts.Latency)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -145,14 +146,28 @@ func (s *Server) Clear() {
 	s.faults = nil
 }
 
+// toolRule is what ToolRoundsOn set for a trigger word.
+type toolRule struct {
+	rounds int
+	calls  []ToolCall
+}
+
 // ToolCallsOn makes a completion whose last user message contains word
-// (case-insensitive) answer with calls instead of text. A request whose
-// last message is a tool result gets a text answer, as a model that used
-// the result would give.
+// (case-insensitive) answer with calls instead of text, once: a request
+// that already holds their results gets a text answer quoting them, as a
+// model that used the results would give.
 func (s *Server) ToolCallsOn(word string, calls ...ToolCall) {
+	s.ToolRoundsOn(word, 1, calls...)
+}
+
+// ToolRoundsOn is ToolCallsOn for rounds rounds: the model calls the tools
+// again after each result until it has done so rounds times. Like a real
+// model it calls only tools the request offers, and none when the request's
+// tool_choice is "none".
+func (s *Server) ToolRoundsOn(word string, rounds int, calls ...ToolCall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.tools[strings.ToLower(word)] = calls
+	s.tools[strings.ToLower(word)] = toolRule{rounds: rounds, calls: calls}
 }
 
 // Calls is how many chat completions were requested (answered or not).
@@ -170,9 +185,35 @@ func (s *Server) MaxInFlight() int64 { return s.maxInFlight.Load() }
 type chatRequest struct {
 	Model    string `json:"model"`
 	Messages []struct {
-		Role    string          `json:"role"`
-		Content json.RawMessage `json:"content"`
+		Role       string          `json:"role"`
+		Content    json.RawMessage `json:"content"`
+		ToolCallID string          `json:"tool_call_id"`
+		ToolCalls  []struct {
+			ID       string `json:"id"`
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		} `json:"tool_calls"`
 	} `json:"messages"`
+	Tools []struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	} `json:"tools"`
+	ToolChoice json.RawMessage `json:"tool_choice"`
+}
+
+// offers reports whether the request lets the model call the tool name.
+func (r chatRequest) offers(name string) bool {
+	if string(r.ToolChoice) == `"none"` {
+		return false
+	}
+	for _, t := range r.Tools {
+		if t.Function.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // ServeHTTP implements http.Handler.
@@ -270,34 +311,56 @@ func (s *Server) next() (*Fault, time.Duration) {
 }
 
 func (s *Server) answer(w http.ResponseWriter, req chatRequest) {
-	system, last, lastRole := "", "", ""
+	system, last := "", ""
+	// Since the last user message: the rounds of tool calls and the results.
+	rounds, names := 0, map[string]string{}
+	var results []string
 	for _, m := range req.Messages {
 		text := contentText(m.Content)
-		if m.Role == "system" && system == "" {
-			system = text
+		switch m.Role {
+		case "system":
+			if system == "" {
+				system = text
+			}
+		case "user":
+			last, rounds, results = text, 0, nil
+		case "assistant":
+			if len(m.ToolCalls) > 0 {
+				rounds++
+			}
+			for _, c := range m.ToolCalls {
+				names[c.ID] = c.Function.Name
+			}
+		case "tool":
+			results = append(results, names[m.ToolCallID]+" said "+text)
 		}
-		if m.Role == "user" {
-			last = text
-		}
-		lastRole = m.Role
 	}
 	msg := map[string]any{"role": "assistant"}
 	finish := "stop"
+	rule, ok := s.toolRule(last)
+	var calls []any
+	if ok && rounds < rule.rounds {
+		for _, c := range rule.calls {
+			if req.offers(c.Name) {
+				calls = append(calls, map[string]any{"id": fmt.Sprintf("call_%d_%d_%d", rounds+1, len(calls)+1, rand.N(1_000_000)),
+					"type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
+			}
+		}
+	}
 	switch {
 	case strings.HasPrefix(system, "You route customer messages"):
 		msg["content"] = fmt.Sprintf(`{"agent": %q, "reason": "fake classifier"}`, s.route(system, last))
-	case lastRole != "tool" && s.toolCalls(last) != nil:
-		var calls []any
-		for i, c := range s.toolCalls(last) {
-			calls = append(calls, map[string]any{"id": fmt.Sprintf("call_%d", i+1), "type": "function",
-				"function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
-		}
+	case len(calls) > 0:
 		msg["content"], msg["tool_calls"], finish = nil, calls, "tool_calls"
 	default:
 		if r := []rune(last); len(r) > 200 {
 			last = string(r[:200])
 		}
-		msg["content"] = "Fake answer to: " + last
+		answer := "Fake answer to: " + last
+		if len(results) > 0 {
+			answer += " (" + strings.Join(results, "; ") + ")"
+		}
+		msg["content"] = answer
 	}
 	prompt := 0
 	for _, m := range req.Messages {
@@ -311,16 +374,16 @@ func (s *Server) answer(w http.ResponseWriter, req chatRequest) {
 	})
 }
 
-func (s *Server) toolCalls(message string) []ToolCall {
+func (s *Server) toolRule(message string) (toolRule, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lower := strings.ToLower(message)
-	for word, calls := range s.tools {
+	for word, rule := range s.tools {
 		if strings.Contains(lower, word) {
-			return calls
+			return rule, true
 		}
 	}
-	return nil
+	return toolRule{}, false
 }
 
 // route names the agent a classification picks from the "- name: ..."

@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/internal/twilio/signature"
 )
 
 // FaultKind is what an injected fault does to a send.
@@ -701,7 +701,7 @@ func (f *Fake) post(cbURL, token string, form url.Values) {
 		return
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, cbURL, form))
+	req.Header.Set("X-Twilio-Signature", signature.Sign(token, cbURL, form))
 	resp, err := f.client.Do(req)
 	if err != nil {
 		f.opts.Logger.Debug("fake twilio: status callback failed", "error", errors.Unwrap(err))

@@ -42,8 +42,9 @@ type mediaItem struct {
 	token      string
 }
 
-// Sample media the sandbox serves for any account and message (SPEC §8):
-// `conversa demo --voice` sends a voice note whose MediaUrl0 names it.
+// Sample media the sandbox serves for any account and message (see README,
+// "Two commands"): `conversa demo --voice` sends a voice note whose
+// MediaUrl0 names it.
 const (
 	SandboxVoiceNoteSID = "ME5a4db0c0ffee0000000000000000voice"
 	SandboxImageSID     = "ME5a4db0c0ffee0000000000000000image"

@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/internal/twilio/signature"
 )
 
 // Poster posts signed webhooks to one Conversa HTTP edge.
@@ -31,7 +31,7 @@ func (p *Poster) Post(ctx context.Context, path, token string, form url.Values) 
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", webhook.Signature(token, p.PublicBaseURL+path, form))
+	req.Header.Set("X-Twilio-Signature", signature.Sign(token, p.PublicBaseURL+path, form))
 	resp, err := p.HC.Do(req)
 	if err != nil {
 		return 0, err

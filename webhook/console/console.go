@@ -14,7 +14,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/conversa/conversa/store"
-	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/api"
+	"github.com/conversa/conversa/webhook/edge"
 )
 
 // Prefix is where the console is mounted.
@@ -28,8 +29,8 @@ var staticFS embed.FS
 
 // Deps is what the console needs.
 type Deps struct {
-	DB     webhook.DB
-	River  webhook.Inserter
+	DB     edge.DB
+	River  edge.Inserter
 	Logger *slog.Logger
 	// AdminToken signs the operator in to the tenant picker; empty: tenant
 	// keys only.
@@ -172,7 +173,7 @@ func (h *Handler) fail(c *gin.Context, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.page(c, http.StatusNotFound, "error", pageData{Title: "Not found", Error: "There is nothing here, or it belongs to another tenant."})
-	case errors.Is(err, webhook.ErrInvalid):
+	case errors.Is(err, api.ErrInvalid):
 		h.page(c, http.StatusBadRequest, "error", pageData{Title: "Invalid", Error: shownError(err)})
 	case errors.Is(err, store.ErrConflict):
 		h.page(c, http.StatusConflict, "error", pageData{Title: "Not possible", Error: shownError(err)})
@@ -183,14 +184,11 @@ func (h *Handler) fail(c *gin.Context, err error) {
 	}
 }
 
-// shownError is an ErrInvalid or ErrConflict error's text without its
-// sentinel's prefix ("invalid request: ", "conflict: ").
+// shownError is an ErrInvalid or ErrConflict error's reason (its
+// store.Refusal), or its whole text when it gives none.
 func shownError(err error) string {
-	msg := err.Error()
-	for _, sentinel := range []error{webhook.ErrInvalid, store.ErrConflict} {
-		if i := strings.LastIndex(msg, sentinel.Error()+": "); i >= 0 {
-			msg = msg[i+len(sentinel.Error())+2:]
-		}
+	if reason := store.RefusalReason(err); reason != "" {
+		return reason
 	}
-	return msg
+	return err.Error()
 }

@@ -11,9 +11,10 @@
 //
 // It decides nothing the operator API decides differently: a person's
 // message, a handoff, an agent's validation and a trace go through the same
-// webhook functions (webhook/operator.go) as /api/v1, and every query is
+// functions (webhook/api/operator.go) as /api/v1, and every query is
 // scoped to the session's tenant, so another tenant's id is 404.
 //
-// Imports: webhook (the shared operator actions), store, jobs' args only via
-// webhook. Nothing imports it but cmd/conversa.
+// It may import webhook/api (the shared operator actions), webhook/edge and
+// store; jobs' args only through webhook/api. Nothing imports it but
+// cmd/conversa.
 package console

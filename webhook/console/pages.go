@@ -11,7 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/conversa/conversa/store"
-	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/api"
 )
 
 // Sign-in and sign-out.
@@ -111,11 +111,11 @@ func (h *Handler) conversationsPage(c *gin.Context) {
 	switch f.Status {
 	case "", "bot", "human", "closed":
 	default:
-		h.fail(c, fmt.Errorf("%w: status must be bot, human or closed", webhook.ErrInvalid))
+		h.fail(c, api.Invalid("status must be bot, human or closed"))
 		return
 	}
 	if len(f.Search) > 64 {
-		h.fail(c, fmt.Errorf("%w: search is longer than 64 characters", webhook.ErrInvalid))
+		h.fail(c, api.Invalid("search is longer than 64 characters"))
 		return
 	}
 	list, err := store.ListConversationSummaries(c.Request.Context(), h.DB, current(c).scope(), f.Status, f.Search, 100)
@@ -163,7 +163,7 @@ func (h *Handler) loadConversation(c *gin.Context, id int64) (conversationView, 
 		return conversationView{}, err
 	}
 	v := conversationView{Conv: conv, Messages: msgs, FormKey: randomToken()}
-	if err := webhook.SendBlocked(conv, h.Now()); err != nil {
+	if err := api.SendBlocked(conv, h.Now()); err != nil {
 		v.Blocked = shownError(err)
 	}
 	return v, nil
@@ -199,7 +199,7 @@ func (h *Handler) handoff(to store.ConversationStatus) gin.HandlerFunc {
 			h.fail(c, err)
 			return
 		}
-		conv, err := webhook.Handoff(c.Request.Context(), h.DB, current(c).scope(), id, to)
+		conv, err := api.Handoff(c.Request.Context(), h.DB, current(c).scope(), id, to)
 		if err != nil {
 			h.fail(c, err)
 			return
@@ -223,7 +223,7 @@ func (h *Handler) reply(c *gin.Context) {
 	}
 	body, key := c.PostForm("body"), c.PostForm("form_key")
 	if !formKeyRE.MatchString(key) {
-		h.fail(c, fmt.Errorf("%w: this form is missing its key; reload the page and send again", webhook.ErrInvalid))
+		h.fail(c, api.Invalid("this form is missing its key; reload the page and send again"))
 		return
 	}
 	ctx, s := c.Request.Context(), current(c)
@@ -239,8 +239,8 @@ func (h *Handler) reply(c *gin.Context) {
 		return
 	}
 	if prev == 0 {
-		msg, err := webhook.SendHumanMessage(ctx, tx, h.River, s.scope(), h.Now(), webhook.HumanMessage{ConversationID: id, Body: body, Via: "console"})
-		var fe *webhook.FieldError
+		msg, err := api.SendHumanMessage(ctx, tx, h.River, s.scope(), h.Now(), api.HumanMessage{ConversationID: id, Body: body, Via: "console"})
+		var fe *api.FieldError
 		if errors.As(err, &fe) || errors.Is(err, store.ErrConflict) {
 			_ = tx.Rollback(ctx)
 			v, lerr := h.loadConversation(c, id)
@@ -282,7 +282,7 @@ func (h *Handler) tracePage(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	t, err := webhook.LoadTrace(c.Request.Context(), h.DB, current(c).scope(), id)
+	t, err := api.LoadTrace(c.Request.Context(), h.DB, current(c).scope(), id)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -362,15 +362,17 @@ func (h *Handler) saveAgent(c *gin.Context) {
 		Keywords: c.PostForm("keywords"), Tools: c.PostForm("tools"), FAQ: c.PostForm("faq"),
 		FallbackMessage: c.PostForm("fallback_message"), Vision: c.PostForm("vision") == "on",
 	}
-	in := webhook.AgentInput{SystemPrompt: f.SystemPrompt, Model: f.Model, Keywords: splitList(f.Keywords), Tools: splitList(f.Tools),
+	in := api.AgentInput{SystemPrompt: f.SystemPrompt, Model: f.Model, Keywords: splitList(f.Keywords), Tools: splitList(f.Tools),
 		FallbackMessage: f.FallbackMessage, Vision: f.Vision}
 	faq, err := parseFAQ(f.FAQ)
 	var a store.Agent
 	if err == nil {
 		in.FAQ = faq
-		a, err = webhook.ValidateAgent(name, in)
+		a, err = api.ValidateAgent(name, in, false)
+		// The form does not edit HTTP tools: the agent keeps its own.
+		a.HTTPTools = agentTools(list, name)
 	}
-	var fe *webhook.FieldError
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
 		f.ErrorField = fe.Field
 		h.page(c, http.StatusBadRequest, "agent", pageData{Title: "Agent " + name, Nav: "agents", Error: shownError(err), Data: f})
@@ -385,6 +387,16 @@ func (h *Handler) saveAgent(c *gin.Context) {
 		return
 	}
 	h.redirect(c, Prefix+"/agents/"+name+"?saved=1")
+}
+
+// agentTools are the HTTP tools of the agent named name in list.
+func agentTools(list []store.Agent, name string) []store.HTTPTool {
+	for _, a := range list {
+		if a.Name == name {
+			return a.HTTPTools
+		}
+	}
+	return nil
 }
 
 func hasAgent(list []store.Agent, name string) bool {
@@ -417,7 +429,7 @@ func parseFAQ(s string) ([]store.FAQEntry, error) {
 		}
 		kw, answer, ok := strings.Cut(line, "|")
 		if !ok {
-			return nil, &webhook.FieldError{Field: "faq", Err: fmt.Errorf("%w: FAQ line %d must read \"keyword, keyword | answer\"", webhook.ErrInvalid, i+1)}
+			return nil, &api.FieldError{Field: "faq", Err: api.Invalid(fmt.Sprintf("FAQ line %d must read \"keyword, keyword | answer\"", i+1))}
 		}
 		out = append(out, store.FAQEntry{Keywords: splitList(kw), Answer: answer})
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/conversa/conversa/store"
-	"github.com/conversa/conversa/webhook"
+	"github.com/conversa/conversa/webhook/api"
 )
 
 const (
@@ -86,7 +86,7 @@ func (h *Handler) signIn(c *gin.Context, key string) (session, error) {
 		return session{}, errBadKey
 	}
 	s := store.ConsoleSession{CSRFToken: randomToken(), ExpiresAt: h.Now().Add(sessionTTL)}
-	if webhook.AdminTokenMatches(h.AdminToken, key) {
+	if api.AdminTokenMatches(h.AdminToken, key) {
 		s.Admin = true
 	} else {
 		t, err := store.TenantByAPIKeyHash(c.Request.Context(), h.DB, store.HashAPIKey(key))
