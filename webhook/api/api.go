@@ -117,6 +117,16 @@ func decodeJSONUpTo(c *gin.Context, v any, limit int64) error {
 	return nil
 }
 
+// putAnswer answers a PUT that creates or replaces a resource: 201 with it
+// when the PUT created it, 200 when it replaced one.
+func putAnswer(c *gin.Context, created bool, v any) {
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	c.JSON(status, v)
+}
+
 // jsonType names a Go kind the way a JSON client thinks of it.
 func jsonType(kind string) string {
 	switch {

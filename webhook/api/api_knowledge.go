@@ -69,11 +69,7 @@ func (s *Server) PutKnowledge(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	c.JSON(status, doc)
+	putAnswer(c, created, doc)
 }
 
 // ListKnowledge handles GET /api/v1/tenants/:id/knowledge: the documents,

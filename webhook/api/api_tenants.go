@@ -187,11 +187,7 @@ func (s *Server) PutAgent(c *gin.Context) {
 		s.apiError(c, err)
 		return
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	c.JSON(status, out)
+	putAnswer(c, created, out)
 }
 
 // keywords cleans a keyword list: at most 200, each 1-100 characters.
