@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"time"
+
 	"context"
 
 	"github.com/jackc/pgx/v5"
@@ -25,3 +27,6 @@ func NoteOutcome(ctx context.Context, outcome string) { noteOutcome(ctx, outcome
 
 // SetBatch sets how many messages one retention transaction erases.
 func (w *RetentionWorker) SetBatch(n int) { w.batch = n }
+
+// SetCheckEvery sets how long conversa.broadcast snoozes between checks.
+func (w *BroadcastWorker) SetCheckEvery(d time.Duration) { w.every = d }

@@ -10,11 +10,13 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 )
 
-// QueueMaintenance runs the periodic jobs, apart from turns and sends.
-const QueueMaintenance = "maintenance"
+// QueueMaintenance runs the periodic jobs, apart from turns and sends (and
+// the broadcasts' checks: jobargs holds the name, for the edge).
+const QueueMaintenance = jobargs.QueueMaintenance
 
 // oneAtATime makes a periodic job unique while one is waiting or running,
 // but not once it completed (River's default states would keep a completed

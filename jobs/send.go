@@ -353,6 +353,9 @@ func (w *SendWorker) fail(ctx context.Context, d store.Delivery, code, reason st
 // outgoing is the Twilio request for d, or the error code and reason it
 // cannot be sent with: the contact opted out, a WhatsApp reply outside the
 // 24 h window without a template, or an auth token that cannot be opened.
+// A message with a template of its own (a broadcast's) sends that; any
+// other message sends its body inside the window and the channel's
+// template outside it.
 func (w *SendWorker) outgoing(d store.Delivery) (msg twilio.Outgoing, code, reason string) {
 	if d.OptedOut {
 		return msg, "", "opted_out"
@@ -364,14 +367,16 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg twilio.Outgoing, code, reas
 		Body:           d.Body,
 		StatusCallback: w.publicBaseURL + "/twilio/status?m=" + strconv.FormatInt(d.MessageID, 10),
 	}
-	if !store.FreeTextAllowed(d.ChannelKind, d.LastInboundAt, w.now()) {
+	switch {
+	case d.ContentSID != nil && *d.ContentSID != "":
+		// The message's own template (a broadcast's): business-initiated,
+		// so allowed outside the window too.
+		msg.ContentSID, msg.ContentVariables = *d.ContentSID, contentVariables(d.ContentVars)
+	case !store.FreeTextAllowed(d.ChannelKind, d.LastInboundAt, w.now()):
 		if d.TemplateSID == nil || *d.TemplateSID == "" {
 			return msg, "63016", "outside_whatsapp_window"
 		}
-		msg.ContentSID = *d.TemplateSID
-		if len(d.TemplateVars) > 0 && string(d.TemplateVars) != "null" {
-			msg.ContentVariables = string(d.TemplateVars)
-		}
+		msg.ContentSID, msg.ContentVariables = *d.TemplateSID, contentVariables(d.TemplateVars)
 	}
 	token, err := w.sealer.Open(d.AuthTokenSealed)
 	if err != nil {
@@ -379,6 +384,15 @@ func (w *SendWorker) outgoing(d store.Delivery) (msg twilio.Outgoing, code, reas
 	}
 	msg.AuthToken = token
 	return msg, "", ""
+}
+
+// contentVariables is a stored template's variables as Twilio's
+// ContentVariables (a JSON object), or "" for none.
+func contentVariables(vars []byte) string {
+	if len(vars) == 0 || string(vars) == "null" {
+		return ""
+	}
+	return string(vars)
 }
 
 // inTx runs fn in a transaction of its own.

@@ -84,6 +84,9 @@ func AddWorkers(w *river.Workers, d Deps) error {
 			return fmt.Errorf("add reconcile worker: %w", err)
 		}
 	}
+	if err := river.AddWorkerSafely(w, NewBroadcastWorker(d)); err != nil {
+		return fmt.Errorf("add broadcast worker: %w", err)
+	}
 	if err := river.AddWorkerSafely(w, NewStuckTurnsWorker(d)); err != nil {
 		return fmt.Errorf("add stuck turns worker: %w", err)
 	}

@@ -34,6 +34,10 @@ type Delivery struct {
 	RatePerSecond    *float64      `db:"rate_per_second"`
 	TemplateSID      *string       `db:"template_content_sid"`
 	TemplateVars     []byte        `db:"template_variables"`
+	// ContentSID and ContentVars are the message's own template (a
+	// broadcast's), sent as is, inside WhatsApp's 24 h window or not.
+	ContentSID      *string `db:"content_sid"`
+	ContentVars     []byte  `db:"content_variables"`
 	AccountSID       string        `db:"account_sid"`
 	AuthTokenSealed  []byte        `db:"auth_token_enc"`
 }
@@ -60,13 +64,15 @@ const deliverySelect = `
 		       cv.last_inbound_at, ri.created_at AS reply_to_created_at,
 		       ch.id AS channel_id, ch.address AS channel_address, ch.kind AS channel_kind,
 		       ch.rate_per_second, ch.template_content_sid, ch.template_variables,
+		       b.content_sid, b.content_variables,
 		       a.account_sid, a.auth_token_enc
 		FROM messages m
 		JOIN conversations cv ON cv.id = m.conversation_id
 		JOIN contacts ct ON ct.id = cv.contact_id
 		JOIN channels ch ON ch.id = cv.channel_id
 		JOIN twilio_accounts a ON a.id = ch.account_id
-		LEFT JOIN messages ri ON ri.id = m.reply_to_id`
+		LEFT JOIN messages ri ON ri.id = m.reply_to_id
+		LEFT JOIN broadcasts b ON b.id = m.broadcast_id`
 
 // ClaimSend marks a message claimed, in its own committed transaction
 // before Twilio is called, so a later attempt knows an earlier one may have

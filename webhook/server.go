@@ -89,6 +89,9 @@ func NewHandler(d Deps) *gin.Engine {
 	v1.GET("/messages/:id/trace", a.Trace)
 	v1.DELETE("/tenants/:id/contacts/:address", a.DeleteContact)
 	v1.PUT("/tenants/:id/retention", a.PutRetention)
+	// A broadcast honours its Idempotency-Key itself (in batches, not one transaction).
+	v1.POST("/tenants/:id/broadcasts", a.CreateBroadcast)
+	v1.GET("/broadcasts/:id", a.GetBroadcast)
 
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.

@@ -78,3 +78,36 @@ func (m *ShortDelayMiddleware) InsertMany(ctx context.Context, params []*riverty
 	}
 	return doInner(ctx)
 }
+
+// QueueMaintenance runs the periodic jobs and the broadcasts' checks,
+// apart from turns and sends.
+const QueueMaintenance = "maintenance"
+
+// BroadcastSendPriority is the River priority of a broadcast's sends (1 is
+// the highest, a reply's): replies and a person's messages go ahead of a
+// broadcast's backlog on the send queue.
+const BroadcastSendPriority = 2
+
+// BroadcastSendOpts are the insert options of a broadcast message's
+// conversa.send job: SendArgs' own, at BroadcastSendPriority.
+func BroadcastSendOpts() *river.InsertOpts {
+	return &river.InsertOpts{Priority: BroadcastSendPriority}
+}
+
+// BroadcastArgs asks for a broadcast to be finished once every one of its
+// messages has a final status (it snoozes until then).
+type BroadcastArgs struct {
+	TenantID    string `json:"tenant_id"`
+	BroadcastID int64  `json:"broadcast_id" river:"unique"`
+}
+
+// Kind is stable: never rename a shipped job kind.
+func (BroadcastArgs) Kind() string { return "conversa.broadcast" }
+
+// InsertOpts makes the check unique per broadcast.
+func (BroadcastArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{
+		Queue:      QueueMaintenance,
+		UniqueOpts: river.UniqueOpts{ByArgs: true},
+	}
+}

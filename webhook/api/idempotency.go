@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"net/http"
 	"strings"
@@ -99,8 +100,7 @@ func (s *Server) Idempotent(c *gin.Context) {
 	}
 	if !claimed {
 		if !bytes.Equal(prior.RequestHash, requestHash) {
-			c.AbortWithStatusJSON(http.StatusConflict, ErrorBody("idempotency_key_reused",
-				"this Idempotency-Key was used in the last 24 hours for a different request (method, path or body); use a new key for a new request"))
+			c.AbortWithStatusJSON(http.StatusConflict, keyReusedBody())
 			return
 		}
 		answer, err := s.Sealer.Open(prior.ResponseSealed)
@@ -183,16 +183,33 @@ func validIdempotencyKey(k string) bool {
 // idempotencyHashes are the key's record id (who asked, and the key: two
 // callers' keys never meet) and the request's fingerprint.
 func idempotencyHashes(p principal, key string, r *http.Request, body []byte) (keyHash, requestHash []byte) {
+	h := requestHasher(r)
+	h.Write(body)
+	return idempotencyKeyHash(p, key), h.Sum(nil)
+}
+
+// idempotencyKeyHash is an Idempotency-Key's record id: who asked, and the key.
+func idempotencyKeyHash(p principal, key string) []byte {
 	who := "admin"
 	if !p.admin {
 		who = "tenant:" + p.tenantID
 	}
-	k := sha256.New()
-	k.Write([]byte(who + "\x00" + key))
+	k := sha256.Sum256([]byte(who + "\x00" + key))
+	return k[:]
+}
+
+// requestHasher is a request's fingerprint with its method and path
+// written: the caller writes the body (all of it, or as it streams).
+func requestHasher(r *http.Request) hash.Hash {
 	h := sha256.New()
 	h.Write([]byte(r.Method + "\x00" + r.URL.Path + "?" + r.URL.RawQuery + "\x00"))
-	h.Write(body)
-	return k.Sum(nil), h.Sum(nil)
+	return h
+}
+
+// keyReusedBody is the 409 answer to an Idempotency-Key used for another request.
+func keyReusedBody() gin.H {
+	return ErrorBody("idempotency_key_reused",
+		"this Idempotency-Key was used in the last 24 hours for a different request (method, path or body); use a new key for a new request")
 }
 
 // bufferedWriter holds a handler's answer until the key's transaction has
