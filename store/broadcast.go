@@ -255,8 +255,8 @@ func TallyBroadcast(ctx context.Context, db DBTX, broadcastID int64) (BroadcastT
 // A second call (a resumed creation) keeps the first queued_at.
 func MarkBroadcastQueued(ctx context.Context, db DBTX, id int64, invalid int) (Broadcast, error) {
 	tag, err := db.Exec(ctx, `
-		UPDATE broadcasts SET queued_at = COALESCE(queued_at, now()), invalid = $2,
-		       recipients = $2 + (SELECT count(*) FROM broadcast_recipients WHERE broadcast_id = $1)
+		UPDATE broadcasts SET queued_at = COALESCE(queued_at, now()), invalid = $2::int,
+		       recipients = $2::int + (SELECT count(*) FROM broadcast_recipients WHERE broadcast_id = $1)
 		WHERE id = $1`, id, invalid)
 	if err != nil {
 		return Broadcast{}, fmt.Errorf("mark broadcast queued: %w", err)
