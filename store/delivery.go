@@ -38,8 +38,8 @@ type Delivery struct {
 	// broadcast's), sent as is, inside WhatsApp's 24 h window or not.
 	ContentSID      *string `db:"content_sid"`
 	ContentVars     []byte  `db:"content_variables"`
-	AccountSID       string        `db:"account_sid"`
-	AuthTokenSealed  []byte        `db:"auth_token_enc"`
+	AccountSID      string  `db:"account_sid"`
+	AuthTokenSealed []byte  `db:"auth_token_enc"`
 }
 
 // LoadDelivery returns one outbound message of one tenant with its contact
