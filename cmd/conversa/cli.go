@@ -33,6 +33,9 @@ type cli struct {
 	Contact struct {
 		Erase contactEraseCmd `cmd:"" help:"Erase a contact's personal data (as DELETE /tenants/{id}/contacts/{address})."`
 	} `cmd:"" help:"Manage contacts."`
+	Broadcast struct {
+		Send broadcastSendCmd `cmd:"" help:"Send one message to many (as POST /tenants/{id}/broadcasts) and show its progress until every message has a final status."`
+	} `cmd:"" help:"Broadcasts: proactive messages to many contacts."`
 	Demo demoCmd `cmd:"" help:"Send a signed demo message to a running server and print the reply and its delivery."`
 }
 
@@ -80,6 +83,8 @@ func parseCLI(args []string, stdout, stderr io.Writer) (cmd command, err error) 
 		return &c.Credits.Add, nil
 	case "contact erase <address>":
 		return &c.Contact.Erase, nil
+	case "broadcast send":
+		return &c.Broadcast.Send, nil
 	case "demo":
 		return &c.Demo, nil
 	}
