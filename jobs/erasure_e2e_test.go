@@ -82,7 +82,7 @@ func newErasureWorld(t *testing.T) *erasureWorld {
 	quick := river.QueueConfig{MaxWorkers: 4, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger: logger, Workers: workers,
-		Queues:     map[string]river.QueueConfig{jobargs.QueueReply: quick, jobargs.QueueSend: quick},
+		Queues:     map[string]river.QueueConfig{jobargs.QueueReply: quick, jobargs.QueueSend: quick, jobargs.QueueMaintenance: quick},
 		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	require.NoError(t, err)
@@ -231,7 +231,7 @@ func (w *erasureWorld) redisText() string {
 
 // TestErasedContactLeavesNoTraceInTheDatabaseOrRedis runs a contact through
 // the whole pipeline (messages, replies delivered, a person's message sent
-// with an Idempotency-Key, media, a transcript, a summary, a handoff reason
+// with an Idempotency-Key, a broadcast, media, a transcript, a summary, a handoff reason
 // in the trace, memory cached in Redis), erases it through the API, and
 // then greps a pg_dump of the database and every Redis key and value for
 // its address, profile name and words. Another contact of the same tenant
@@ -264,6 +264,12 @@ func TestErasedContactLeavesNoTraceInTheDatabaseOrRedis(t *testing.T) {
 	status, msg := w.api(http.MethodPost, fmt.Sprintf("/api/v1/conversations/%d/messages", convID), map[string]any{"body": human},
 		http.Header{"Idempotency-Key": {"refund-" + u}})
 	require.Equal(t, http.StatusAccepted, status, "%v", msg)
+	w.waitSettled()
+	// A broadcast reached the contact too (given as a bare number).
+	status, msg = w.api(http.MethodPost, "/api/v1/tenants/"+w.ten.ID+"/broadcasts", map[string]any{
+		"from": w.ten.WhatsApp, "content_sid": "HXoffer" + u, "to": []string{number, keptNumber}}, nil)
+	require.Equal(t, http.StatusAccepted, status, "%v", msg)
+	require.EqualValues(t, 2, msg["queued"])
 	w.waitSettled()
 
 	// What a voice note's transcription, a summary fold and a handoff leave behind.

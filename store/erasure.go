@@ -24,9 +24,11 @@ import (
 //	{"events", scopeMessages, `UPDATE events SET payload = ... - 'body' WHERE tenant_id = @tenant AND message_id = ANY(@messages)`},
 //	{"events", scopeContact, `DELETE FROM events WHERE tenant_id = @tenant AND conversation_id = ANY(@conversations)`},
 //
-// and a broadcast's recipient rows one scopeContact entry on @addresses.
-// The test that dumps the database after an erasure (webhook/api_privacy_test.go)
-// is what tells whether an entry is missing.
+// and a table keyed by address would take one scopeContact entry on
+// @addresses. (A broadcast's recipient rows hold the contact's id, not its
+// address, so they need none: see store/broadcast.go.) The test that dumps
+// the database after an erasure (jobs/erasure_e2e_test.go) is what tells
+// whether an entry is missing.
 //
 // Every statement takes the same named arguments: @tenant (uuid), @messages
 // (bigint[]: the messages being erased), and for scopeContact also
