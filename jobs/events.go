@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,8 @@ const (
 type EventHTTP struct {
 	Client *http.Client
 	Check  func(url string) error
+	// Timeout bounds one POST (0 = EventTimeout).
+	Timeout time.Duration
 }
 
 // NewEventHTTP is a process's event poster; allowPrivate is TOOLS_ALLOW_PRIVATE.
@@ -134,7 +137,8 @@ func (w *EventWorker) post(ctx context.Context, d store.DeliveryPayload, eventID
 	if err := w.http.Check(d.URL); err != nil {
 		return fmt.Errorf("the endpoint's URL may not be called: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, EventTimeout)
+	timeout := cmp.Or(w.http.Timeout, EventTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Body))
 	if err != nil {
@@ -148,7 +152,7 @@ func (w *EventWorker) post(ctx context.Context, d store.DeliveryPayload, eventID
 	resp, err := w.http.Client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no answer within %s", EventTimeout)
+			return fmt.Errorf("no answer within %s", timeout)
 		}
 		return fmt.Errorf("could not reach the endpoint: %w", err)
 	}
