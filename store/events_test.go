@@ -180,7 +180,7 @@ func TestEventOrderFollowsCommits(t *testing.T) {
 	slow, err := pool.Begin(ctx)
 	require.NoError(t, err)
 	defer slow.Rollback(ctx) //nolint:errcheck
-	record(slow, 1) // the smaller id, committed last
+	record(slow, 1)          // the smaller id, committed last
 	record(pool, 2)
 	d := relay()
 	require.Len(t, d, 1, "one delivery: only crm wants broadcast.finished")
