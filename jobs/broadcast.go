@@ -75,13 +75,7 @@ func (w *BroadcastWorker) Work(ctx context.Context, job *river.Job[jobargs.Broad
 
 // recordBroadcastFinished records the broadcast.finished event, data
 // {broadcast_id, counts}, in the transaction that finished the broadcast.
-//
-// EVENTS: the one call site of the event outbox, which is being built on
-// main. Once store.RecordEvent is there, its body is:
-//
-//	return store.RecordEvent(ctx, tx, store.NewEvent{TenantID: a.TenantID, Type: store.EventBroadcastFinished,
-//		Data: map[string]any{"broadcast_id": a.BroadcastID, "counts": t.Counts}})
 func recordBroadcastFinished(ctx context.Context, tx pgx.Tx, a jobargs.BroadcastArgs, t store.BroadcastTally) error {
-	_, _, _, _ = ctx, tx, a, t
-	return nil
+	return store.RecordEvent(ctx, tx, store.NewEvent{TenantID: a.TenantID, Type: store.EventBroadcastFinished,
+		Data: map[string]any{"broadcast_id": a.BroadcastID, "counts": t.Counts}})
 }

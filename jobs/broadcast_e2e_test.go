@@ -74,6 +74,7 @@ func newBroadcastWorld(t *testing.T, sendWorkers int) *broadcastWorld {
 	require.NoError(t, err)
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: webhook.NewHandler(webhook.Deps{
 		DB: pool, River: inserter, Sealer: testdb.Sealer(t), Logger: w.logger, PublicBaseURL: w.edge, AdminToken: w.admin,
+		ToolsAllowPrivate: true,
 	})}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -132,9 +133,15 @@ func (w *broadcastWorld) stopWorkers(hard bool) {
 // post sends a broadcast with the tenant's key and decodes the answer.
 func (w *broadcastWorld) post(body map[string]any) (int, map[string]any) {
 	w.t.Helper()
+	return w.call(http.MethodPost, "/api/v1/tenants/"+w.ten.ID+"/broadcasts", body)
+}
+
+// call calls the API with the tenant's key and decodes the answer.
+func (w *broadcastWorld) call(method, path string, body map[string]any) (int, map[string]any) {
+	w.t.Helper()
 	b, err := json.Marshal(body)
 	require.NoError(w.t, err)
-	req, err := http.NewRequest(http.MethodPost, w.edge+"/api/v1/tenants/"+w.ten.ID+"/broadcasts", strings.NewReader(string(b)))
+	req, err := http.NewRequest(method, w.edge+path, strings.NewReader(string(b)))
 	require.NoError(w.t, err)
 	req.Header.Set("Authorization", "Bearer "+w.ten.APIKey)
 	resp, err := http.DefaultClient.Do(req)
@@ -184,11 +191,16 @@ func TestBroadcastEndToEnd(t *testing.T) {
 	optedOut := "whatsapp:" + testdb.PhoneNumber()
 	_, err = w.pool.Exec(w.ctx, `INSERT INTO contacts (tenant_id, address, opted_out, opted_out_at) VALUES ($1, $2, true, now())`, w.ten.ID, optedOut)
 	require.NoError(t, err)
+	// An endpoint for broadcast.finished, so the event is recorded (its
+	// delivery is the event webhooks' business, tested with them).
+	status, out := w.call(http.MethodPut, "/api/v1/tenants/"+w.ten.ID+"/webhooks/ops",
+		map[string]any{"url": "http://127.0.0.1:9/hook", "events": []string{store.EventBroadcastFinished}})
+	require.Equal(t, http.StatusCreated, status, "%v", out)
 	to := make([]string, 30)
 	for i := range to {
 		to[i] = fmt.Sprintf("+1777%03d%04d", i, time.Now().UnixNano()%10000)
 	}
-	status, out := w.post(map[string]any{"from": w.ten.WhatsApp, "content_sid": "HXappointment", "name": "reminders",
+	status, out = w.post(map[string]any{"from": w.ten.WhatsApp, "content_sid": "HXappointment", "name": "reminders",
 		"content_variables": map[string]string{"1": "Friday 10:00"}, "to": append(append([]string{}, to...), optedOut, "0800-PIZZA")})
 	require.Equal(t, http.StatusAccepted, status, "%v", out)
 	require.EqualValues(t, 32, out["recipients"])
@@ -196,8 +208,13 @@ func TestBroadcastEndToEnd(t *testing.T) {
 	require.EqualValues(t, 1, out["skipped_opted_out"])
 	require.Equal(t, []any{"0800-PIZZA"}, out["invalid"])
 
-	v := w.waitFinished(int64(out["id"].(float64)), 30*time.Second)
+	id := int64(out["id"].(float64))
+	v := w.waitFinished(id, 30*time.Second)
 	require.Equal(t, map[store.MessageStatus]int{store.StatusDelivered: 30}, v.Counts)
+	var data string
+	require.NoError(t, w.pool.QueryRow(w.ctx, `SELECT data::text FROM events WHERE tenant_id = $1 AND type = $2`,
+		w.ten.ID, store.EventBroadcastFinished).Scan(&data))
+	require.JSONEq(t, fmt.Sprintf(`{"broadcast_id": %d, "counts": {"delivered": 30}}`, id), data, "one broadcast.finished event")
 	for _, n := range to {
 		got := w.fake.Accepted("whatsapp:" + n)
 		require.Len(t, got, 1, "exactly one message to %s", n)

@@ -89,6 +89,11 @@ func NewHandler(d Deps) *gin.Engine {
 	v1.GET("/messages/:id/trace", a.Trace)
 	v1.DELETE("/tenants/:id/contacts/:address", a.DeleteContact)
 	v1.PUT("/tenants/:id/retention", a.PutRetention)
+	v1.GET("/tenants/:id/webhooks", a.ListWebhooks)
+	v1.PUT("/tenants/:id/webhooks/:name", a.PutWebhook)
+	v1.GET("/tenants/:id/webhooks/:name", a.GetWebhook)
+	v1.DELETE("/tenants/:id/webhooks/:name", a.DeleteWebhook)
+	v1.GET("/tenants/:id/events", a.ListEvents)
 	// A broadcast honours its Idempotency-Key itself (in batches, not one transaction).
 	v1.POST("/tenants/:id/broadcasts", a.CreateBroadcast)
 	v1.GET("/broadcasts/:id", a.GetBroadcast)
