@@ -23,6 +23,8 @@ func FuzzAPIRequests(f *testing.F) {
 		{"9223372036854775808", "twilio_sid=SM1", `{"amount": 1e99}`},
 		{"abc", "limit=-1", `{"account_sid": "AC1", "auth_token": "t", "numbers": ["+1555"]}`},
 		{"", "tenant_id=" + ten.ID, `{"faq": [{"keywords": ["\u0000"], "answer": "\ud800"}]}`},
+		{"2", "", `{"to": ["+15551234567", 5], "from": "` + ten.WhatsApp + `", "content_sid": "HX1"}`},
+		{"3", "", `{"from": "` + ten.SMS + `", "body": "hi", "to": ["\u0000", "+1555123"], "content_variables": {"1": {"a": 1}}}`},
 	} {
 		f.Add(seed.id, seed.query, seed.body)
 	}
@@ -42,6 +44,8 @@ func FuzzAPIRequests(f *testing.F) {
 			{"POST", "/api/v1/conversations/" + id + "/handoff"},
 			{"GET", "/api/v1/messages?" + query},
 			{"GET", "/api/v1/messages/" + id + "/trace"},
+			{"POST", "/api/v1/tenants/" + ten.ID + "/broadcasts"},
+			{"GET", "/api/v1/broadcasts/" + id},
 		} {
 			// A tenant key, so nothing fuzzed lands outside the fixture tenant.
 			rec := o.Do(t, r.method, r.path, edgetest.Bearer(ten.APIKey), body)

@@ -311,3 +311,57 @@ func TestBroadcastBatchesAndResumes(t *testing.T) {
 	require.True(t, again.Replayed)
 	require.Equal(t, got.Queued, again.Queued)
 }
+
+// FuzzDecodeBroadcast: whatever the body, decoding a broadcast either
+// succeeds or is a 400 with a reason (ErrInvalid), never another error,
+// and never a panic.
+func FuzzDecodeBroadcast(f *testing.F) {
+	for _, seed := range []string{
+		`{"to": ["+15551234567"], "from": "whatsapp:+15550001111", "content_sid": "HX1", "content_variables": {"1": "a"}}`,
+		`{"to": [`, `{"to": [1]}`, `{"content_variables": []}`, `[]`, `{"a":1}`, `{"to": ["+1"]} x`, `{"to": null}`, `"x"`, ``,
+		`{"name": "\ud800", "to": ["whatsapp:+1555\u0000"]}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		in, err := api.DecodeBroadcast(strings.NewReader(body))
+		defer in.Close() //nolint:errcheck
+		if err != nil && !errors.Is(err, api.ErrInvalid) {
+			t.Fatalf("%q: %v is not a refusal", body, err)
+		}
+	})
+}
+
+// TestBroadcastRacingKeyWritesOnce: two requests with one Idempotency-Key
+// at the same time make one broadcast, with one message per recipient, and
+// both answer it.
+func TestBroadcastRacingKeyWritesOnce(t *testing.T) {
+	t.Parallel()
+	o := edgetest.NewOps(t)
+	ten := testdb.NewTenant(t, testdb.Pool(t), 0)
+	to := make([]string, 1500)
+	for i := range to {
+		to[i] = fmt.Sprintf(`"+1444%07d"`, i)
+	}
+	body := `{"from": "` + ten.WhatsApp + `", "content_sid": "HXrace", "to": [` + strings.Join(to, ",") + `]}`
+	k := "race-" + testdb.Unique()
+	answers := make(chan broadcastAnswer, 2)
+	for range 2 {
+		go func() {
+			rec := withKey(t, o, http.MethodPost, "/api/v1/tenants/"+ten.ID+"/broadcasts", edgetest.Bearer(ten.APIKey), k, body)
+			var a broadcastAnswer
+			if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &a) != nil {
+				t.Errorf("%d %s", rec.Code, rec.Body.String())
+			}
+			answers <- a
+		}()
+	}
+	a, b := <-answers, <-answers
+	require.Equal(t, a.ID, b.ID, "one broadcast")
+	require.Equal(t, 1500, a.Queued)
+	require.Equal(t, 1500, b.Queued)
+	rows := tenantRows(t, ten.ID)
+	require.Equal(t, 1, rows["broadcasts"])
+	require.Equal(t, 1500, rows["messages"])
+	require.Equal(t, 1500+1, rows["river_job"], "a send per message and the broadcast's check")
+}
