@@ -33,7 +33,7 @@ type broadcastSendCmd struct {
 }
 
 // broadcastPoll is how often the progress bar reads the broadcast's counts.
-const broadcastPoll = 250 * time.Millisecond
+const broadcastPoll = 500 * time.Millisecond
 
 // flagOf names the flag a broadcast's field comes from.
 var flagOf = map[string]string{
