@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/conversa/conversa/internal/egress"
 	"github.com/conversa/conversa/internal/signing"
@@ -128,8 +129,19 @@ func (w *EventWorker) Work(ctx context.Context, job *river.Job[jobargs.EventArgs
 	if err != nil {
 		w.logger.Info("event delivery failed", "tenant_id", a.TenantID, "endpoint_id", a.EndpointID,
 			"event_id", a.EventID, "job_id", job.ID, "attempt", job.Attempt, "error", err.Error())
+		return err
 	}
-	return err
+	// Delivered: complete the job now, in a transaction of its own, rather
+	// than in River's batched completer a moment later, so a process killed
+	// right after the receiver's 2xx leaves the job completed and the event
+	// is not POSTed again (the chaos run counts those).
+	if err := inTx(ctx, w.db, func(tx pgx.Tx) error {
+		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		return err
+	}); err != nil {
+		w.logger.Warn("event delivered; completing its job failed (River completes it)", "job_id", job.ID, "error", err.Error())
+	}
+	return nil
 }
 
 // post makes one POST of d and says what came of it.

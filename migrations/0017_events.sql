@@ -46,15 +46,21 @@ CREATE INDEX events_tenant_seq_idx ON events (tenant_id, seq) WHERE seq IS NOT N
 CREATE INDEX events_created_idx ON events (created_at);
 CREATE SEQUENCE event_relay_seq;
 
--- conversa_record_event is the one way an event is written (by the triggers
--- below and by store.RecordEvent): only while the tenant has an endpoint, so
--- a tenant without one pays one index probe per change and writes nothing.
+-- conversa_wants_events is the rule: events are recorded only while the
+-- tenant has an endpoint, so a tenant without one pays one index probe per
+-- change and writes nothing. A plain SQL expression, so the planner inlines
+-- it into the triggers' IF. conversa_record_event is the one writer, used by
+-- the triggers below and by store.RecordEvent.
+-- +goose StatementBegin
+CREATE FUNCTION conversa_wants_events(p_tenant uuid) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = p_tenant)
+$$;
+-- +goose StatementEnd
 -- +goose StatementBegin
 CREATE FUNCTION conversa_record_event(p_tenant uuid, p_type text, p_message bigint, p_conversation bigint, p_data jsonb)
 RETURNS void LANGUAGE sql AS $$
     INSERT INTO events (tenant_id, type, message_id, conversation_id, data)
-    SELECT p_tenant, p_type, p_message, p_conversation, p_data
-    WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = p_tenant)
+    VALUES (p_tenant, p_type, p_message, p_conversation, p_data)
 $$;
 -- +goose StatementEnd
 
@@ -64,9 +70,11 @@ $$;
 -- +goose StatementBegin
 CREATE FUNCTION conversa_message_inserted_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM conversa_record_event(NEW.tenant_id,
+    IF conversa_wants_events(NEW.tenant_id) THEN
+      PERFORM conversa_record_event(NEW.tenant_id,
         CASE WHEN NEW.direction = 'inbound' THEN 'message.received' ELSE 'message.replied' END,
         NEW.id, NEW.conversation_id, '{}');
+    END IF;
     RETURN NULL;
 END $$;
 -- +goose StatementEnd
@@ -79,9 +87,11 @@ CREATE TRIGGER messages_inserted_event AFTER INSERT ON messages
 -- +goose StatementBegin
 CREATE FUNCTION conversa_message_status_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM conversa_record_event(NEW.tenant_id, 'message.status', NEW.id, NEW.conversation_id,
+    IF conversa_wants_events(NEW.tenant_id) THEN
+      PERFORM conversa_record_event(NEW.tenant_id, 'message.status', NEW.id, NEW.conversation_id,
         jsonb_build_object('status', NEW.status, 'twilio_sid', NEW.twilio_sid, 'error_code', NEW.error_code,
                            'error_reason', NEW.error_reason));
+    END IF;
     RETURN NULL;
 END $$;
 -- +goose StatementEnd
@@ -94,8 +104,10 @@ CREATE TRIGGER messages_status_event AFTER UPDATE OF status ON messages
 -- +goose StatementBegin
 CREATE FUNCTION conversa_handoff_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM conversa_record_event(NEW.tenant_id, 'conversation.handoff', NULL, NEW.id,
+    IF conversa_wants_events(NEW.tenant_id) THEN
+      PERFORM conversa_record_event(NEW.tenant_id, 'conversation.handoff', NULL, NEW.id,
         jsonb_build_object('to', NEW.status, 'reason', NEW.handoff_reason));
+    END IF;
     RETURN NULL;
 END $$;
 -- +goose StatementEnd
@@ -111,6 +123,7 @@ DROP FUNCTION conversa_message_status_event();
 DROP TRIGGER messages_inserted_event ON messages;
 DROP FUNCTION conversa_message_inserted_event();
 DROP FUNCTION conversa_record_event(uuid, text, bigint, bigint, jsonb);
+DROP FUNCTION conversa_wants_events(uuid);
 DROP SEQUENCE event_relay_seq;
 DROP TABLE events;
 ALTER TABLE conversations DROP COLUMN handoff_reason;

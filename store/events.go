@@ -16,7 +16,8 @@ import (
 // triggers on messages and conversations write message.received,
 // message.replied, message.status and conversation.handoff, and RecordEvent
 // writes the others (turn.gave_up, broadcast.finished), all through one SQL
-// function, conversa_record_event. An event holds ids and codes only; its
+// function, conversa_record_event, under one rule, conversa_wants_events
+// (only while the tenant has an endpoint). An event holds ids and codes only; its
 // payload's personal parts (addresses, bodies) are read from the message
 // when it is delivered or listed (EventPayloads), so they are gone from
 // events the moment they are erased from the message.
@@ -68,7 +69,7 @@ func RecordEvent(ctx context.Context, tx DBTX, ev NewEvent) error {
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	_, err = tx.Exec(ctx, `SELECT conversa_record_event($1, $2, NULLIF($3, 0), NULLIF($4, 0), $5)`,
+	_, err = tx.Exec(ctx, `SELECT conversa_record_event($1, $2, NULLIF($3, 0), NULLIF($4, 0), $5) WHERE conversa_wants_events($1)`,
 		ev.TenantID, ev.Type, ev.MessageID, ev.ConversationID, b)
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
