@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -315,10 +316,13 @@ func TestBroadcastMeasure(t *testing.T) {
 	for _, m := range accepted {
 		first, last = minTime(first, m.Created), maxTime(last, m.Created)
 	}
+	var ru syscall.Rusage
+	require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	t.Logf("broadcast of %d: POST answered in %s; all final after %s; Twilio accepted %d over %s (%.1f/s); "+
-		"peak HeapInuse %.1f MiB during creation, %.1f MiB overall; peak Sys %.1f MiB (test process: edge, workers and fake Twilio)",
+		"peak HeapInuse %.1f MiB during creation, %.1f MiB overall; peak Sys %.1f MiB; MaxRSS %.1f MiB (test process: edge, workers and fake Twilio)",
 		n, created.Round(time.Millisecond), drained.Round(time.Millisecond), len(accepted), last.Sub(first).Round(time.Millisecond),
-		float64(len(accepted)-1)/last.Sub(first).Seconds(), float64(createHeap)/(1<<20), float64(peakHeap.Load())/(1<<20), float64(peakSys.Load())/(1<<20))
+		float64(len(accepted)-1)/last.Sub(first).Seconds(), float64(createHeap)/(1<<20), float64(peakHeap.Load())/(1<<20),
+		float64(peakSys.Load())/(1<<20), float64(ru.Maxrss)/(1<<10))
 }
 
 func minTime(a, b time.Time) time.Time {
