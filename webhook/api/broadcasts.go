@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
 	"github.com/conversa/conversa/jobs/jobargs"
@@ -469,7 +470,13 @@ func writeRecipients(ctx context.Context, db BroadcastDB, ins edge.Inserter, b s
 		}
 		// Sorted and distinct: one row per address, locks in one order.
 		slices.Sort(batch)
-		err := writeBatch(ctx, db, ins, b, slices.Compact(batch))
+		addresses := slices.Compact(batch)
+		err := writeBatch(ctx, db, ins, b, addresses)
+		for try := 1; try < 3 && isDeadlock(err); try++ {
+			// An ingest batch that took the same contacts the other way
+			// round: the batch rolled back whole, and goes again.
+			err = writeBatch(ctx, db, ins, b, addresses)
+		}
 		batch = batch[:0]
 		return err
 	}
@@ -512,6 +519,12 @@ func writeBatch(ctx context.Context, db BroadcastDB, ins edge.Inserter, b store.
 		}
 	}
 	return tx.Commit(ctx)
+}
+
+// isDeadlock reports whether err is Postgres' 40P01 deadlock_detected.
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
 // queueBroadcast marks the broadcast queued and inserts its
