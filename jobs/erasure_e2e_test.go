@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
@@ -23,6 +24,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conversa/conversa/internal/egress"
 	"github.com/conversa/conversa/internal/faketwilio"
 	"github.com/conversa/conversa/internal/media"
 	"github.com/conversa/conversa/internal/testdb"
@@ -33,6 +35,10 @@ import (
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook"
 )
+
+// eventTestTimeout is how long a receiver has to answer an event in these
+// tests (EventTimeout, 10 s, in a real process).
+const eventTestTimeout = 500 * time.Millisecond
 
 // erasureWorld is the whole pipeline on a database of the test's own: the
 // HTTP edge, a River client working turns and sends, the fake Twilio
@@ -49,6 +55,7 @@ type erasureWorld struct {
 	ten    testdb.Tenant
 	fake   *faketwilio.Fake
 	client *http.Client
+	river  *river.Client[pgx.Tx]
 }
 
 func newErasureWorld(t *testing.T) *erasureWorld {
@@ -78,25 +85,37 @@ func newErasureWorld(t *testing.T) *erasureWorld {
 	require.NoError(t, jobs.AddWorkers(workers, jobs.Deps{
 		DB: pool, Logger: logger, Memory: w.mem, Redis: w.rdb, PublicBaseURL: w.edge,
 		Sealer: testdb.Sealer(t), Twilio: tw,
+		Events: jobs.EventHTTP{Client: egress.NewClient(egress.Options{AllowPrivate: true, Timeout: eventTestTimeout}),
+			Check: func(u string) error { return egress.CheckURL(u, true) }, Timeout: eventTestTimeout},
 	}))
 	quick := river.QueueConfig{MaxWorkers: 4, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger: logger, Workers: workers,
-		Queues:     map[string]river.QueueConfig{jobargs.QueueReply: quick, jobargs.QueueSend: quick},
+		Queues: map[string]river.QueueConfig{jobargs.QueueReply: quick, jobargs.QueueSend: quick,
+			jobargs.QueueEvents: {MaxWorkers: 16, FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 50 * time.Millisecond}},
 		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}},
 	})
 	require.NoError(t, err)
 	require.NoError(t, rc.Start(ctx))
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		(&jobs.EventRelay{DB: pool, River: rc, Logger: logger, Interval: 20 * time.Millisecond}).Run(relayCtx)
+	}()
 	t.Cleanup(func() {
+		stopRelay()
+		<-relayDone
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = rc.Stop(stopCtx)
 	})
+	w.river = rc
 	hosts, err := media.NewHosts(apiURL)
 	require.NoError(t, err)
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: webhook.NewHandler(webhook.Deps{
 		DB: pool, River: rc, Sealer: testdb.Sealer(t), Logger: logger, PublicBaseURL: w.edge,
-		AdminToken: w.admin, Redis: w.rdb, Memory: w.mem, MediaHosts: hosts,
+		AdminToken: w.admin, Redis: w.rdb, Memory: w.mem, MediaHosts: hosts, ToolsAllowPrivate: true,
 	})}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -153,8 +172,8 @@ func (w *erasureWorld) api(method, path string, body any, header http.Header) (i
 	return resp.StatusCode, out
 }
 
-// waitSettled waits until every job of the tenant is finished and every
-// outbound message has a final status.
+// waitSettled waits until every job of the tenant is finished, every
+// outbound message has a final status and every event is relayed to its jobs.
 func (w *erasureWorld) waitSettled() {
 	w.t.Helper()
 	require.Eventually(w.t, func() bool {
@@ -163,7 +182,8 @@ func (w *erasureWorld) waitSettled() {
 			SELECT (SELECT count(*) FROM river_job WHERE args->>'tenant_id' = $1::text
 			        AND state NOT IN ('completed', 'cancelled', 'discarded'))
 			     + (SELECT count(*) FROM messages WHERE tenant_id = $1::uuid AND direction = 'outbound'
-			        AND status NOT IN ('delivered', 'read', 'failed', 'undelivered'))`, w.ten.ID).Scan(&open)
+			        AND status NOT IN ('delivered', 'read', 'failed', 'undelivered'))
+			     + (SELECT count(*) FROM events WHERE tenant_id = $1::uuid AND seq IS NULL)`, w.ten.ID).Scan(&open)
 		return err == nil && open == 0
 	}, 20*time.Second, 20*time.Millisecond, "jobs or messages never settled: %s", w.state())
 }
@@ -251,6 +271,12 @@ func TestErasedContactLeavesNoTraceInTheDatabaseOrRedis(t *testing.T) {
 	summary := "Zelda " + u + " asked about her passport"
 	handoff := "customer Zelda " + u + " wants a person"
 
+	// The tenant's CRM takes every event, with bodies: the event log must
+	// not keep what the erasure removes either.
+	crm := newReceiver(t)
+	status, ep := w.api(http.MethodPut, "/api/v1/tenants/"+w.ten.ID+"/webhooks/crm", map[string]any{"url": crm.url("/"), "include_bodies": true}, nil)
+	require.Equal(t, http.StatusCreated, status, "%v", ep)
+
 	keptNumber := "whatsapp:" + testdb.PhoneNumber()
 	keptWords := "the other customer " + u + " asks about prices"
 	w.inbound(keptNumber, "Kept Person "+u, keptWords, nil)
@@ -261,6 +287,7 @@ func TestErasedContactLeavesNoTraceInTheDatabaseOrRedis(t *testing.T) {
 	w.waitSettled()
 	contactID, convID := w.conversationOf(erased)
 
+	require.Contains(t, crm.bodies(), words[0], "the CRM got the contact's words (include_bodies)")
 	status, msg := w.api(http.MethodPost, fmt.Sprintf("/api/v1/conversations/%d/messages", convID), map[string]any{"body": human},
 		http.Header{"Idempotency-Key": {"refund-" + u}})
 	require.Equal(t, http.StatusAccepted, status, "%v", msg)
@@ -301,6 +328,17 @@ func TestErasedContactLeavesNoTraceInTheDatabaseOrRedis(t *testing.T) {
 	redisAfter := w.redisText()
 	for _, s := range secrets {
 		require.False(t, strings.Contains(redisAfter, s), "erased data left in Redis: %q", s)
+	}
+	// Catching up on the events now shows the erased contact's without
+	// its number or words, and the other contact's with them.
+	status, events := w.api(http.MethodGet, "/api/v1/tenants/"+w.ten.ID+"/events?limit=200&include_bodies=true", nil, nil)
+	require.Equal(t, http.StatusOK, status)
+	listed, err := json.Marshal(events)
+	require.NoError(t, err)
+	require.Contains(t, string(listed), keptWords)
+	require.Contains(t, string(listed), store.EventMessageReceived)
+	for _, s := range secrets {
+		require.NotContains(t, string(listed), s, "erased data in the event log")
 	}
 
 	// The audit record: who, when, which contact, how many rows.

@@ -19,7 +19,7 @@ import (
 // one transaction, under the conversation's lock: the notice as the turn's
 // reply (unique per turn, like any reply, so a retried give-up writes no
 // second notice), the status "human", the turn.gave_up and turn.handoff
-// events, the notice's conversa.send job (the same send path as every
+// trace events, the turn.gave_up and conversation.handoff webhook events, the notice's conversa.send job (the same send path as every
 // reply) and the turn job's completion. The notice costs no credits: no
 // model answered. A turn that must not answer any more (a newer message, a
 // person took over, STOP) skips instead, as after any LLM call.
@@ -50,7 +50,11 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	if outcome, skipped, err := w.skipStarted(ctx, log, tx, a, start); skipped {
 		return outcome, err
 	}
-	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, store.ConversationHuman); err != nil {
+	if _, err := store.SetConversationStatus(ctx, tx, a.TenantID, a.ConversationID, store.ConversationHuman, store.HandoffGaveUp); err != nil {
+		return "", err
+	}
+	if err := store.RecordEvent(ctx, tx, store.NewEvent{TenantID: a.TenantID, Type: store.EventTurnGaveUp,
+		MessageID: a.MessageID, ConversationID: a.ConversationID, Data: map[string]any{"reason": reason}}); err != nil {
 		return "", err
 	}
 	detail["notice_message_id"] = start.ReplyID

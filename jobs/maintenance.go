@@ -61,6 +61,7 @@ func PeriodicJobs(reconcileAfter time.Duration) []*river.PeriodicJob {
 		every(stuckInterval, StuckTurnsArgs{}),
 		every(idempotencyCleanupInterval, IdempotencyCleanupArgs{}),
 		every(retentionInterval, RetentionArgs{}),
+		every(idempotencyCleanupInterval, EventPruneArgs{}),
 	}
 }
 

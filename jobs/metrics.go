@@ -18,6 +18,8 @@ type Metrics struct {
 	gaveUp        *prometheus.CounterVec
 	toolCalls     *prometheus.CounterVec
 	toolLatency   prometheus.Histogram
+	events        *prometheus.CounterVec
+	eventLag      prometheus.Histogram
 	maintenanceMetrics
 }
 
@@ -51,8 +53,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "conversa_tool_call_duration_seconds", Help: "HTTP tool call latency, from the POST to the whole answer.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conversa_event_deliveries_total", Help: "Event webhook POSTs, by event type and outcome (delivered, failed).",
+		}, []string{"type", "outcome"}),
+		eventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conversa_event_delivery_lag_seconds", Help: "Time from an event's change committing to its receiver's 2xx.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600},
+		}),
 	}
-	reg.MustRegister(m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp, m.toolCalls, m.toolLatency)
+	reg.MustRegister(m.llmLatency, m.llmTokens, m.twilioSends, m.inboundToSent, m.duplicates, m.gaveUp, m.toolCalls, m.toolLatency,
+		m.events, m.eventLag)
 	m.maintenanceMetrics = newMaintenanceMetrics(reg)
 	return m
 }
@@ -101,4 +111,18 @@ func (m *Metrics) ToolCall(outcome string, latency time.Duration) {
 		m.toolCalls.WithLabelValues(outcome).Inc()
 		m.toolLatency.Observe(latency.Seconds())
 	}
+}
+
+// EventDelivery records one event POST; lag is from the event's creation
+// to now, observed when it was delivered.
+func (m *Metrics) EventDelivery(typ string, delivered bool, lag time.Duration) {
+	if m == nil {
+		return
+	}
+	outcome := "failed"
+	if delivered {
+		outcome = "delivered"
+		m.eventLag.Observe(lag.Seconds())
+	}
+	m.events.WithLabelValues(typ, outcome).Inc()
 }

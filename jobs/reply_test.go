@@ -268,7 +268,7 @@ func TestReplyHandoffThenSilence(t *testing.T) {
 	require.Contains(t, e.events(later.MessageID)["turn.skipped"]["reason"], "human")
 
 	// Handed back, the bot answers what comes after, not what came during.
-	_, err = store.SetConversationStatus(e.ctx, e.tx, e.ten.ID, in.ConversationID, "bot")
+	_, err = store.SetConversationStatus(e.ctx, e.tx, e.ten.ID, in.ConversationID, "bot", store.HandoffByOperator)
 	require.NoError(t, err)
 	after := e.inbound("what are your prices?")
 	require.Equal(t, river.EventKindJobCompleted, e.work(after).EventKind)

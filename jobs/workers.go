@@ -63,6 +63,9 @@ type Deps struct {
 	// Tools POSTs agents' HTTP tool calls (NewToolHTTP with
 	// TOOLS_ALLOW_PRIVATE); zero means NewToolHTTP(false).
 	Tools ToolHTTP
+	// Events POSTs event webhooks (NewEventHTTP with TOOLS_ALLOW_PRIVATE);
+	// zero means NewEventHTTP(false).
+	Events EventHTTP
 	// ReconcileAfter is RECONCILE_AFTER (0 = DefaultReconcileAfter).
 	ReconcileAfter time.Duration
 }
@@ -83,6 +86,14 @@ func AddWorkers(w *river.Workers, d Deps) error {
 		if err := river.AddWorkerSafely(w, NewReconcileWorker(d)); err != nil {
 			return fmt.Errorf("add reconcile worker: %w", err)
 		}
+	}
+	if d.Sealer != nil {
+		if err := river.AddWorkerSafely(w, NewEventWorker(d)); err != nil {
+			return fmt.Errorf("add event worker: %w", err)
+		}
+	}
+	if err := river.AddWorkerSafely(w, NewEventPruneWorker(d)); err != nil {
+		return fmt.Errorf("add event prune worker: %w", err)
 	}
 	if err := river.AddWorkerSafely(w, NewStuckTurnsWorker(d)); err != nil {
 		return fmt.Errorf("add stuck turns worker: %w", err)

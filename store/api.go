@@ -287,7 +287,7 @@ func Handoff(ctx context.Context, db DBTX, scope Scope, id int64, to Conversatio
 	args := []any{id, to}
 	where := scope.filter("tenant_id", &args)
 	rows, err := db.Query(ctx, `
-		UPDATE conversations SET status = $2, version = version + 1, updated_at = now()
+		UPDATE conversations SET status = $2, handoff_reason = '`+HandoffByOperator+`', version = version + 1, updated_at = now()
 		WHERE id = $1 AND status <> 'closed' AND `+where+`
 		RETURNING `+ConversationColumns, args...)
 	if err != nil {

@@ -42,15 +42,16 @@ func GetConversation(ctx context.Context, db DBTX, tenantID string, id int64) (C
 // SetConversationStatus hands a conversation to a person (ConversationHuman),
 // back to the bot (ConversationBot), or closes it, bumping its version. Messages that arrive
 // while it is "human" are marked during_handoff at ingest and never answered
-// by the bot.
-func SetConversationStatus(ctx context.Context, db DBTX, tenantID string, id int64, status ConversationStatus) (Conversation, error) {
+// by the bot. reason is the handoff's reason code (conversation.handoff's
+// reason: HandoffByOperator, HandoffByAgent, HandoffGaveUp).
+func SetConversationStatus(ctx context.Context, db DBTX, tenantID string, id int64, status ConversationStatus, reason string) (Conversation, error) {
 	if !status.Valid() {
 		return Conversation{}, fmt.Errorf("set conversation status: %q is not bot, human or closed", status)
 	}
 	rows, err := db.Query(ctx, `
-		UPDATE conversations SET status = $3, version = version + 1, updated_at = now()
+		UPDATE conversations SET status = $3, handoff_reason = NULLIF($4, ''), version = version + 1, updated_at = now()
 		WHERE id = $1 AND tenant_id = $2
-		RETURNING `+ConversationColumns, id, tenantID, status)
+		RETURNING `+ConversationColumns, id, tenantID, status, reason)
 	if err != nil {
 		return Conversation{}, fmt.Errorf("set conversation status: %w", err)
 	}

@@ -17,16 +17,15 @@ import (
 // Adding a table that keeps personal data (an address, a profile name, a
 // body, a transcript, a media URL, a summary) means adding its entry here,
 // and nothing else: every entry runs for both erasure and retention, or for
-// erasure alone, as its scope says. For example, the event outbox of the
-// event webhooks (a payload with addresses, and bodies for endpoints with
-// include_bodies) takes two entries:
+// erasure alone, as its scope says. A broadcast's recipient rows, for
+// example, take one scopeContact entry on @addresses.
 //
-//	{"events", scopeMessages, `UPDATE events SET payload = ... - 'body' WHERE tenant_id = @tenant AND message_id = ANY(@messages)`},
-//	{"events", scopeContact, `DELETE FROM events WHERE tenant_id = @tenant AND conversation_id = ANY(@conversations)`},
-//
-// and a broadcast's recipient rows one scopeContact entry on @addresses.
-// The test that dumps the database after an erasure (webhook/api_privacy_test.go)
-// is what tells whether an entry is missing.
+// The event log of the event webhooks (store/events.go) takes none, by
+// design: an event holds ids and codes only, and a payload's address and
+// body are read from the message when it is delivered or listed, so they are
+// gone from every event the moment the entries below erase them. The test
+// that dumps the database after an erasure (jobs/erasure_e2e_test.go, with
+// an endpoint that takes bodies) is what tells whether an entry is missing.
 //
 // Every statement takes the same named arguments: @tenant (uuid), @messages
 // (bigint[]: the messages being erased), and for scopeContact also

@@ -177,8 +177,8 @@ func CommitTurn(ctx context.Context, tx DBTX, p TurnCommit) (TurnResult, error) 
 			b.Queue(setSummarySQL, p.ConversationID, p.TenantID, p.Summary.Text, p.Summary.ThroughID)
 		}
 		if p.Handoff {
-			b.Queue(`UPDATE conversations SET status = $3, version = version + 1, updated_at = now()
-				WHERE id = $1 AND tenant_id = $2`, p.ConversationID, p.TenantID, ConversationHuman)
+			b.Queue(`UPDATE conversations SET status = $3, handoff_reason = $4, version = version + 1, updated_at = now()
+				WHERE id = $1 AND tenant_id = $2`, p.ConversationID, p.TenantID, ConversationHuman, HandoffByAgent)
 		}
 		if len(p.Events) > 0 {
 			b.Queue(addEventsSQL, p.TenantID, p.InboundID, events)

@@ -92,6 +92,11 @@ func NewHandler(d Deps) *gin.Engine {
 	v1.GET("/messages/:id/trace", a.Trace)
 	v1.DELETE("/tenants/:id/contacts/:address", a.DeleteContact)
 	v1.PUT("/tenants/:id/retention", a.PutRetention)
+	v1.GET("/tenants/:id/webhooks", a.ListWebhooks)
+	v1.PUT("/tenants/:id/webhooks/:name", a.PutWebhook)
+	v1.GET("/tenants/:id/webhooks/:name", a.GetWebhook)
+	v1.DELETE("/tenants/:id/webhooks/:name", a.DeleteWebhook)
+	v1.GET("/tenants/:id/events", a.ListEvents)
 
 	if s.RiverUI != nil {
 		// Mounted at the full path: River UI strips its own prefix.

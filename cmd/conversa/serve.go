@@ -241,6 +241,9 @@ func riverConfig(logger *slog.Logger, workers *river.Workers, reg prometheus.Reg
 		cfg.Queues = map[string]river.QueueConfig{
 			jobargs.QueueReply: {MaxWorkers: replyWorkers},
 			jobargs.QueueSend:  {MaxWorkers: sendWorkers},
+			// Event webhooks: a slow receiver holds only these (and at
+			// most jobs.EventEndpointConcurrency of them).
+			jobargs.QueueEvents: {MaxWorkers: jobs.EventWorkers},
 			// Reconciliation, stuck turns, cleanup: the leader inserts them
 			// once per interval across the fleet.
 			jobs.QueueMaintenance: {MaxWorkers: 2},
@@ -342,6 +345,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			Twilio:         tw,
 			Media:          mediaDeps,
 			Tools:          jobs.NewToolHTTP(a.cfg.ToolsAllowPrivate),
+			Events:         jobs.NewEventHTTP(a.cfg.ToolsAllowPrivate),
 			ReconcileAfter: a.cfg.ReconcileAfter,
 		})
 		if err != nil {
@@ -410,6 +414,9 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 			_ = srv.Close()
 			return fmt.Errorf("start river: %w", err)
 		}
+		// The event relay stops with ctx: its transactions are all-or-nothing.
+		relay := &jobs.EventRelay{DB: pool, River: riverClient, Logger: logger}
+		go relay.Run(ctx)
 	}
 
 	select {

@@ -33,7 +33,7 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "bench/results", "where the report goes")
 	dur := fs.Duration("duration", 15*time.Second, "length of each throughput run")
 	conc := fs.Int("concurrency", 32, "concurrent senders for the ingest figure")
-	only := fs.String("only", "", "comma-separated figures to run, by name or number (ingest=1, e2e=2, sustained=3, memory=4, curve=5, llm=6, cpu=7); empty = all")
+	only := fs.String("only", "", "comma-separated figures to run, by name or number (ingest=1, e2e=2, sustained=3, memory=4, curve=5, llm=6, cpu=7, events=8); empty = all")
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
 	soakRate := fs.Float64("soak-rate", 50, "messages per second during the memory soak (below what the pipeline sustains, so a growing queue is not mistaken for a leak)")
 	llmRate := fs.Float64("llm-rate", 100, "messages per second in the LLM-bound figure (10 s of them)")
@@ -82,6 +82,7 @@ func run(ctx context.Context, args []string) error {
 		{"llm", b.llmFigure},
 		// On a Postgres cluster of its own (it needs no fresh database here).
 		{"cpu", b.cpuFigure},
+		{"events", b.eventsFigure},
 	} {
 		if want(f.name) {
 			if !first && f.name != "cpu" {
@@ -101,7 +102,7 @@ func run(ctx context.Context, args []string) error {
 
 // figureNames are the figures in report order: -only takes a name or its
 // number.
-var figureNames = []string{"ingest", "e2e", "sustained", "memory", "curve", "llm", "cpu"}
+var figureNames = []string{"ingest", "e2e", "sustained", "memory", "curve", "llm", "cpu", "events"}
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

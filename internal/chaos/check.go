@@ -366,6 +366,11 @@ func (h *harness) check(ctx context.Context, l *load, drained bool) (*Report, er
 	if refunds != failed {
 		r.violate("%d failed/undelivered replies but %d refunds", failed, refunds)
 	}
+
+	// Event webhooks: every event written was delivered.
+	if err := h.checkEvents(ctx, r); err != nil {
+		return nil, err
+	}
 	r.add("violations", len(r.Violations))
 	return r, nil
 }

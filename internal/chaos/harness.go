@@ -114,6 +114,7 @@ type harness struct {
 
 	mu     sync.Mutex
 	events []string // what the chaos schedule did, for the report
+	sink   *eventSink // the tenant's event webhook endpoint
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -137,6 +138,9 @@ func (h *harness) cleanup() {
 	}
 	if h.fake != nil {
 		h.fake.Close()
+	}
+	if h.sink != nil {
+		h.sink.srv.Close()
 	}
 	if h.redis != nil {
 		h.redis.kill()
@@ -265,6 +269,8 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		"SECRET_KEY=" + randHex(32),
 		"LOG_FORMAT=json",
 		"PATH=" + os.Getenv("PATH"),
+		// The event webhook endpoint listens on loopback.
+		"TOOLS_ALLOW_PRIVATE=1",
 	}
 
 	// The tenant, its account and numbers, and credits, through the CLI.
@@ -295,6 +301,11 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	h.fake.AddAccount(h.account, h.token)
+	// Every event goes to an endpoint that fails a tenth of the time.
+	h.sink = newEventSink(0.10)
+	if err := h.sink.register(ctx, h); err != nil {
+		return nil, err
+	}
 
 	// The processes.
 	h.serve = &proc{name: "serve", bin: bin, args: []string{"serve"}, env: h.env,
@@ -353,7 +364,8 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 }
 
 // periodicKinds are the periodic jobs: always due again, never "drained".
-var periodicKinds = []string{"conversa.reconcile", "conversa.stuck_turns", "conversa.idempotency_cleanup"}
+var periodicKinds = []string{"conversa.reconcile", "conversa.stuck_turns", "conversa.idempotency_cleanup",
+	"conversa.retention", "conversa.event_prune"}
 
 // unfinishedSQL counts accepted replies without a final status, by the
 // checker's own reading of Twilio's statuses.

@@ -78,3 +78,32 @@ func (m *ShortDelayMiddleware) InsertMany(ctx context.Context, params []*riverty
 	}
 	return doInner(ctx)
 }
+
+// QueueEvents is the event webhooks' queue: a slow or failing receiver
+// holds only its own workers here, never a turn's or a send's.
+const QueueEvents = "events"
+
+// EventArgs asks for one event to be delivered to one endpoint (README,
+// "Event webhooks"): unique on both, so the relay can never make a second job
+// for the pair.
+type EventArgs struct {
+	TenantID   string `json:"tenant_id"`
+	EndpointID int64  `json:"endpoint_id" river:"unique"`
+	EventID    int64  `json:"event_id" river:"unique"`
+}
+
+// Kind is stable: never rename a shipped job kind.
+func (EventArgs) Kind() string { return "conversa.event" }
+
+// EventMaxAttempts makes a failing endpoint's retries last about 24 h with
+// the back-off of jobs.EventWorker.NextRetry (jobs.TestEventRetriesLastADay).
+const EventMaxAttempts = 36
+
+// InsertOpts makes a delivery unique per (endpoint, event).
+func (EventArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{
+		Queue:       QueueEvents,
+		MaxAttempts: EventMaxAttempts,
+		UniqueOpts:  river.UniqueOpts{ByArgs: true},
+	}
+}

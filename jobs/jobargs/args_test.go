@@ -15,7 +15,7 @@ import (
 // body. A new args type goes in this list.
 func TestJobArgsHoldIDsOnly(t *testing.T) {
 	t.Parallel()
-	for _, args := range []river.JobArgs{jobargs.ReplyArgs{}, jobargs.SendArgs{}} {
+	for _, args := range []river.JobArgs{jobargs.ReplyArgs{}, jobargs.SendArgs{}, jobargs.EventArgs{}} {
 		typ := reflect.TypeOf(args)
 		for i := 0; i < typ.NumField(); i++ {
 			f := typ.Field(i)
