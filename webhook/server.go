@@ -19,10 +19,13 @@ import (
 
 // Deps is everything the HTTP edge depends on.
 type Deps struct {
-	DB     edge.DB
-	River  edge.Inserter
-	Sealer *store.Sealer
-	Logger *slog.Logger
+	DB edge.DB
+	// StatusDB is the pool of Twilio's status callbacks (see
+	// hook.Deps.StatusDB); nil means DB.
+	StatusDB edge.DB
+	River    edge.Inserter
+	Sealer   *store.Sealer
+	Logger   *slog.Logger
 	// Redis is optional (nil = no Redis); /readyz reports it.
 	Redis *redis.Client
 	// Memory is the conversation memory an erasure clears; nil means the
@@ -60,7 +63,7 @@ type server struct {
 // NewHandler returns the HTTP handler with every route in one place.
 func NewHandler(d Deps) *gin.Engine {
 	s, r := newServer(d)
-	hooks := hook.New(hook.Deps{DB: d.DB, River: d.River, Sealer: d.Sealer, Logger: d.Logger,
+	hooks := hook.New(hook.Deps{DB: d.DB, StatusDB: d.StatusDB, River: d.River, Sealer: d.Sealer, Logger: d.Logger,
 		PublicBaseURL: d.PublicBaseURL, Debounce: d.Debounce, Now: s.Now, MediaHosts: d.MediaHosts})
 	tw := r.Group("/twilio", s.observeWebhook, limitRejected(newIPLimiter(20, 200, s.Now)))
 	tw.POST("/inbound", hooks.Inbound)

@@ -106,6 +106,7 @@ func startServer(t *testing.T, extra env) (string, env, *syncBuffer) {
 		}
 		select {
 		case code := <-done:
+			done <- code // for the cleanup, which would otherwise wait 30 s for it
 			t.Fatalf("conversa run exited %d before ready: %s", code, errOut.String())
 		default:
 		}

@@ -47,10 +47,20 @@ import (
 // with one shared pool hundreds of turns and sends queued ahead of them for
 // connections (ingest fell from ~400/s to ~140/s during the sustained
 // benchmark). The workers keep the rest.
+//
+// Twilio's status callbacks get statusPoolConns of the 30 for themselves
+// (in `serve` too): Twilio tries a callback once, so one that waits for a
+// connection behind a crowd of inbound webhooks until Twilio gives up is
+// lost, and the message stays "queued" until reconciliation. Each callback
+// looks its message up on its own connection before its group commit, so
+// the pool is sized for that: in an overload run (300 inbound/s offered on
+// this 2-core machine, every reply's callbacks plus 50/s more) 2 or 4
+// connections still let callbacks wait past the sandbox's 5 s, 6 lost none.
 const (
 	sendWorkers      = 40
 	defaultPoolConns = 30
 	edgePoolConns    = 8
+	statusPoolConns  = 6
 )
 
 type runCmd struct{}
@@ -254,6 +264,9 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		fmt.Fprintf(a.stdout, "ADMIN_TOKEN was not set; this run's admin token is: %s\n", a.cfg.AdminToken)
 	}
 	workConns := int32(defaultPoolConns)
+	if httpEdge {
+		workConns -= statusPoolConns
+	}
 	if httpEdge && work {
 		workConns -= edgePoolConns
 	}
@@ -262,13 +275,20 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		return err
 	}
 	defer pool.Close()
-	// edgeDB is the HTTP edge's pool: its own in `run` (see edgePoolConns).
-	edgeDB := pool
+	// edgeDB is the HTTP edge's pool: its own in `run` (see edgePoolConns);
+	// statusDB is the status callbacks' (see statusPoolConns).
+	edgeDB, statusDB := pool, pool
 	if httpEdge && work {
 		if edgeDB, err = a.openPool(ctx, false, edgePoolConns); err != nil {
 			return err
 		}
 		defer edgeDB.Close()
+	}
+	if httpEdge {
+		if statusDB, err = a.openPool(ctx, false, statusPoolConns); err != nil {
+			return err
+		}
+		defer statusDB.Close()
 	}
 	if migrate {
 		if _, err := migrations.Migrate(ctx, pool, false); err != nil {
@@ -350,6 +370,7 @@ func (a *app) serve(ctx context.Context, migrate, httpEdge, work bool) error {
 		}
 		edge := webhook.NewHandler(webhook.Deps{
 			DB:                edgeDB,
+			StatusDB:          statusDB,
 			River:             riverClient,
 			Sealer:            sealer,
 			Logger:            logger,

@@ -113,7 +113,7 @@ type harness struct {
 	unfinishedAtDrain int
 
 	mu     sync.Mutex
-	events []string // what the chaos schedule did, for the report
+	events []string   // what the chaos schedule did, for the report
 	sink   *eventSink // the tenant's event webhook endpoint
 }
 

@@ -117,6 +117,12 @@ type Options struct {
 	Chance func(to string) *Fault
 }
 
+// callbackTimeout is how long a status callback may take, as at Twilio:
+// 15 s in all, after which the callback is dropped, never retried. (It was
+// 5 s, which failed callbacks a loaded machine answered in 5 to 15 s, in a
+// way Twilio would not.)
+const callbackTimeout = 15 * time.Second
+
 // Fake is a fake Twilio Messages API; it is an http.Handler.
 type Fake struct {
 	opts   Options
@@ -154,7 +160,7 @@ func New(opts Options) *Fake {
 	}
 	return &Fake{
 		opts:     opts,
-		client:   &http.Client{Timeout: 5 * time.Second},
+		client:   &http.Client{Timeout: callbackTimeout},
 		accounts: map[string]string{},
 		closed:   make(chan struct{}),
 		rng:      mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0x5eed)),
@@ -693,8 +699,9 @@ func (f *Fake) scheduleCallbacks(m *Message, token, finalStatus string, finalCod
 	}()
 }
 
-// post sends one signed callback; failures are logged and dropped, as
-// Twilio drops them (callbacks are best-effort).
+// post sends one signed callback, once; a failure or a non-2xx answer is
+// logged (a warning: a lost callback is why a test's message stays
+// "queued") and dropped, as Twilio drops it (callbacks are best-effort).
 func (f *Fake) post(cbURL, token string, form url.Values) {
 	req, err := http.NewRequest(http.MethodPost, cbURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -704,10 +711,13 @@ func (f *Fake) post(cbURL, token string, form url.Values) {
 	req.Header.Set("X-Twilio-Signature", signature.Sign(token, cbURL, form))
 	resp, err := f.client.Do(req)
 	if err != nil {
-		f.opts.Logger.Debug("fake twilio: status callback failed", "error", errors.Unwrap(err))
+		f.opts.Logger.Warn("fake twilio: status callback failed", "status", form.Get("MessageStatus"), "error", errors.Unwrap(err))
 		return
 	}
 	_ = resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		f.opts.Logger.Warn("fake twilio: status callback refused", "status", form.Get("MessageStatus"), "http_status", resp.StatusCode)
+	}
 }
 
 func randomHex(n int) string {

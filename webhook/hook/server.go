@@ -15,10 +15,16 @@ import (
 
 // Deps is everything Twilio's webhooks depend on.
 type Deps struct {
-	DB     edge.DB
-	River  edge.Inserter
-	Sealer *store.Sealer
-	Logger *slog.Logger
+	DB edge.DB
+	// StatusDB is the status callbacks' database, a pool of their own so
+	// that a callback never queues for a connection behind inbound webhooks
+	// and API requests: Twilio gives a callback one try, and one that times
+	// out or gets a 503 while the edge is busy is lost (a stuck status until
+	// reconciliation). Nil means DB.
+	StatusDB edge.DB
+	River    edge.Inserter
+	Sealer   *store.Sealer
+	Logger   *slog.Logger
 	// PublicBaseURL is the URL Twilio calls: signatures are checked against it.
 	PublicBaseURL string
 	// Debounce is the quiet window before a turn starts (0 = at once).
@@ -43,6 +49,9 @@ type Server struct {
 func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.StatusDB == nil {
+		d.StatusDB = d.DB
 	}
 	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
 	s := &Server{Deps: d}

@@ -65,7 +65,7 @@ func (s *Server) Status(c *gin.Context) {
 			return
 		}
 	}
-	target, err := store.CallbackTargetByID(ctx, s.DB, messageID, sid)
+	target, err := store.CallbackTargetByID(ctx, s.StatusDB, messageID, sid)
 	if errors.Is(err, store.ErrNotFound) {
 		// Without the message there is no account to check the signature with.
 		s.webhookError(c, "status", fmt.Errorf("%w: unknown message", errForbidden))
@@ -162,7 +162,7 @@ func (s *Server) commitStatuses(ctx context.Context, cbs []statusCallback) ([]st
 // a refund, which locks the tenant's balance after its message inside
 // store.ApplyStatus: commitStatuses retries the deadlock's victim.
 func (s *Server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusResult, error) {
-	tx, err := s.DB.Begin(ctx)
+	tx, err := s.StatusDB.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}

@@ -2,15 +2,23 @@ package hook_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
+	"github.com/conversa/conversa/internal/twilio/signature"
 	"github.com/conversa/conversa/store"
+	"github.com/conversa/conversa/webhook"
 	"github.com/conversa/conversa/webhook/internal/edgetest"
 )
 
@@ -203,4 +211,49 @@ func TestStatusBadInputWritesNothing(t *testing.T) {
 		})
 	}
 	require.Equal(t, before, m.state(t))
+}
+
+// TestStatusIsAppliedWhileTheEdgePoolIsExhausted: a status callback draws
+// on a pool of its own (StatusDB), so it is applied while every connection
+// of the edge's pool is taken (by a crowd of inbound webhooks, say). Twilio
+// tries a callback once and waits 15 s: one that queued for the edge's pool
+// until then would be lost.
+func TestStatusIsAppliedWhileTheEdgePoolIsExhausted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	newPool := func() *pgxpool.Pool {
+		cfg, err := pgxpool.ParseConfig(testdb.URL(t))
+		require.NoError(t, err)
+		cfg.MaxConns = 1
+		p, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(p.Close)
+		return p
+	}
+	edgePool, statusPool := newPool(), newPool()
+	busy, err := edgePool.Acquire(ctx)
+	require.NoError(t, err)
+	defer busy.Release()
+	h := webhook.NewHandler(webhook.Deps{
+		DB:            edgePool,
+		StatusDB:      statusPool,
+		River:         nopInserter{},
+		Sealer:        testdb.Sealer(t),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PublicBaseURL: edgetest.BaseURL,
+	})
+
+	m := newSentMessage(t, true)
+	form := m.form("delivered")
+	// Twilio's patience, not a speed assertion: the request's context ends
+	// when Twilio would give up on the callback.
+	twilioWait, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req := httptest.NewRequestWithContext(twilioWait, http.MethodPost, m.path(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", signature.Sign(m.ten.AuthToken, edgetest.BaseURL+m.path(), form))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+	require.Equal(t, store.StatusDelivered, m.state(t).Status)
 }
