@@ -71,7 +71,8 @@ func newBroadcastWorld(t *testing.T, sendWorkers int) *broadcastWorld {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	w.edge = "http://" + ln.Addr().String()
-	inserter, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: w.logger})
+	inserter, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: w.logger,
+		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}}})
 	require.NoError(t, err)
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: webhook.NewHandler(webhook.Deps{
 		DB: pool, River: inserter, Sealer: testdb.Sealer(t), Logger: w.logger, PublicBaseURL: w.edge, AdminToken: w.admin,

@@ -11,25 +11,6 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Default send rates per sender number (docs/delivery.md, "Send"): a US long code sends one
-// segment a second; WhatsApp 80 messages a second.
-const (
-	DefaultSMSRate      = 1.0
-	DefaultWhatsAppRate = 80.0
-)
-
-// SendRate is a channel's sends per second: its rate_per_second, or its
-// kind's default.
-func SendRate(kind store.ChannelKind, ratePerSecond *float64) float64 {
-	if ratePerSecond != nil && *ratePerSecond > 0 {
-		return *ratePerSecond
-	}
-	if kind == store.ChannelWhatsApp {
-		return DefaultWhatsAppRate
-	}
-	return DefaultSMSRate
-}
-
 // Pacer spaces sends per sender number across every worker process: a GCRA
 // bucket in Redis (one atomic script, Redis's own clock), or in Postgres when
 // Redis is unset or fails. A caller gets a slot at most MaxWait ahead and

@@ -178,7 +178,7 @@ func (w *SendWorker) attempt(ctx context.Context, job *river.Job[jobargs.SendArg
 		}
 	}
 
-	wait, ok, err := w.pacer.Reserve(ctx, d.ChannelAddress, SendRate(d.ChannelKind, d.RatePerSecond))
+	wait, ok, err := w.pacer.Reserve(ctx, d.ChannelAddress, store.SendRate(d.ChannelKind, d.RatePerSecond))
 	if err != nil {
 		return d, outcome{kind: outError, err: fmt.Errorf("pace: %w", err)}
 	}

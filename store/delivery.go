@@ -483,6 +483,26 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 	return true, nil
 }
 
+// Default send rates per sender number (docs/delivery.md, "Send"): a US
+// long code sends one segment a second; WhatsApp 80 messages a second.
+const (
+	DefaultSMSRate      = 1.0
+	DefaultWhatsAppRate = 80.0
+)
+
+// SendRate is a channel's sends per second: its rate_per_second, or its
+// kind's default. The send pacer spaces sends by it, and a broadcast
+// schedules its sends by it.
+func SendRate(kind ChannelKind, ratePerSecond *float64) float64 {
+	if ratePerSecond != nil && *ratePerSecond > 0 {
+		return *ratePerSecond
+	}
+	if kind == ChannelWhatsApp {
+		return DefaultWhatsAppRate
+	}
+	return DefaultSMSRate
+}
+
 // ReservePace takes the next send slot of a sender number from the Postgres
 // pacing bucket (GCRA): slots are interval apart, and a caller may hold a
 // slot at most maxWait ahead. It returns how long to wait for the slot taken,

@@ -15,8 +15,10 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/conversa/conversa/jobs/jobargs"
 	"github.com/conversa/conversa/store"
 	"github.com/conversa/conversa/webhook/api"
 )
@@ -72,8 +74,10 @@ func (c *broadcastSendCmd) Run(ctx context.Context, a *app) error {
 	} else if err != nil {
 		return err
 	}
-	// Insert-only: the workers of a running server send the messages.
-	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: slog.New(slog.DiscardHandler)})
+	// Insert-only: the workers of a running server send the messages. The
+	// sends due within seconds insert "available", as the server's do.
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: slog.New(slog.DiscardHandler),
+		Middleware: []rivertype.Middleware{&jobargs.ShortDelayMiddleware{MaxDelay: 5 * time.Second, Now: time.Now}}})
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
 	}

@@ -118,9 +118,17 @@ const QueueMaintenance = "maintenance"
 const BroadcastSendPriority = 2
 
 // BroadcastSendOpts are the insert options of a broadcast message's
-// conversa.send job: SendArgs' own, at BroadcastSendPriority.
-func BroadcastSendOpts() *river.InsertOpts {
-	return &river.InsertOpts{Priority: BroadcastSendPriority}
+// conversa.send job: SendArgs' own, at BroadcastSendPriority, due at at
+// (now when at is not in the future). A broadcast spreads its sends at the
+// sender's rate, so they come due one by one: all due at once, most of them
+// would wake, find no pacing slot and snooze again, over and over (on a
+// 1/s SMS number, some 180 useless job runs a second for hours).
+func BroadcastSendOpts(at time.Time) *river.InsertOpts {
+	o := &river.InsertOpts{Priority: BroadcastSendPriority}
+	if at.After(time.Now()) {
+		o.ScheduledAt = at
+	}
+	return o
 }
 
 // BroadcastArgs asks for a broadcast to be finished once every one of its

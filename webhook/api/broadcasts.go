@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
@@ -438,7 +439,8 @@ func CreateBroadcast(ctx context.Context, db BroadcastDB, ins edge.Inserter, ten
 	}
 	replayed := !created && b.QueuedAt != nil
 	if !replayed {
-		if err := writeRecipients(ctx, db, ins, b, cb.kind, in, o.BatchSize); err != nil {
+		rate := store.SendRate(cb.kind, cb.channel.RatePerSecond)
+		if err := writeRecipients(ctx, db, ins, b, cb.kind, rate, in, o.BatchSize); err != nil {
 			return BroadcastAnswer{}, err
 		}
 		if b, err = queueBroadcast(ctx, db, ins, b, len(in.invalid)); err != nil {
@@ -458,11 +460,13 @@ func CreateBroadcast(ctx context.Context, db BroadcastDB, ins edge.Inserter, ten
 }
 
 // writeRecipients writes the spooled valid addresses in batches, each in a
-// transaction of its own.
-func writeRecipients(ctx context.Context, db BroadcastDB, ins edge.Inserter, b store.Broadcast, kind store.ChannelKind, in *BroadcastInput, size int) error {
+// transaction of its own. The n-th message's send is due n/rate seconds
+// from now (jobargs.BroadcastSendOpts); the pacer still decides each slot.
+func writeRecipients(ctx context.Context, db BroadcastDB, ins edge.Inserter, b store.Broadcast, kind store.ChannelKind, rate float64, in *BroadcastInput, size int) error {
 	if size <= 0 {
 		size = BroadcastBatch
 	}
+	due := sendSchedule{start: time.Now(), interval: time.Duration(float64(time.Second) / rate)}
 	batch := make([]string, 0, size)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -471,12 +475,13 @@ func writeRecipients(ctx context.Context, db BroadcastDB, ins edge.Inserter, b s
 		// Sorted and distinct: one row per address, locks in one order.
 		slices.Sort(batch)
 		addresses := slices.Compact(batch)
-		err := writeBatch(ctx, db, ins, b, addresses)
+		n, err := writeBatch(ctx, db, ins, b, addresses, due)
 		for try := 1; try < 3 && isDeadlock(err); try++ {
 			// An ingest batch that took the same contacts the other way
 			// round: the batch rolled back whole, and goes again.
-			err = writeBatch(ctx, db, ins, b, addresses)
+			n, err = writeBatch(ctx, db, ins, b, addresses, due)
 		}
+		due.queued += n
 		batch = batch[:0]
 		return err
 	}
@@ -497,28 +502,41 @@ func writeRecipients(ctx context.Context, db BroadcastDB, ins edge.Inserter, b s
 	return flush()
 }
 
+// sendSchedule spaces a broadcast's sends: the n-th is due at start + n × interval.
+type sendSchedule struct {
+	start    time.Time
+	interval time.Duration
+	queued   int
+}
+
+// at is when the i-th message of the next batch is due.
+func (s sendSchedule) at(i int) time.Time {
+	return s.start.Add(time.Duration(s.queued+i) * s.interval)
+}
+
 // writeBatch writes one batch of recipients, their messages and their
-// send jobs in one transaction.
-func writeBatch(ctx context.Context, db BroadcastDB, ins edge.Inserter, b store.Broadcast, addresses []string) error {
+// send jobs in one transaction, and returns how many messages it wrote.
+func writeBatch(ctx context.Context, db BroadcastDB, ins edge.Inserter, b store.Broadcast, addresses []string, due sendSchedule) (int, error) {
 	tx, err := db.Begin(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 	res, err := store.AddBroadcastRecipients(ctx, tx, b, addresses)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(res.MessageIDs) > 0 {
 		params := make([]river.InsertManyParams, len(res.MessageIDs))
 		for i, id := range res.MessageIDs {
-			params[i] = river.InsertManyParams{Args: jobargs.SendArgs{TenantID: b.TenantID, MessageID: id}, InsertOpts: jobargs.BroadcastSendOpts()}
+			params[i] = river.InsertManyParams{Args: jobargs.SendArgs{TenantID: b.TenantID, MessageID: id},
+				InsertOpts: jobargs.BroadcastSendOpts(due.at(i))}
 		}
 		if _, err := ins.InsertManyTx(ctx, tx, params); err != nil {
-			return fmt.Errorf("insert broadcast send jobs: %w", err)
+			return 0, fmt.Errorf("insert broadcast send jobs: %w", err)
 		}
 	}
-	return tx.Commit(ctx)
+	return len(res.MessageIDs), tx.Commit(ctx)
 }
 
 // isDeadlock reports whether err is Postgres' 40P01 deadlock_detected.

@@ -205,6 +205,25 @@ func TestBroadcastIdempotencyKey(t *testing.T) {
 	a := withKey(t, o, http.MethodPost, path, auth, k, body)
 	require.Equal(t, http.StatusAccepted, a.Code, a.Body.String())
 	after := tenantRows(t, ten.ID)
+	// The sends are due at the SMS number's rate, 1/s: the first now, then
+	// one a second, so they do not all wake to snooze for a pacing slot.
+	var gaps []float64
+	rows, err := testdb.Pool(t).Query(context.Background(), `
+		SELECT extract(epoch FROM scheduled_at - lag(scheduled_at) OVER (ORDER BY (args->>'message_id')::bigint))::float8
+		FROM river_job WHERE kind = 'conversa.send' AND args->>'tenant_id' = $1`, ten.ID)
+	require.NoError(t, err)
+	gaps, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (float64, error) {
+		var g *float64
+		err := r.Scan(&g)
+		if g == nil {
+			return -1, err
+		}
+		return *g, err
+	})
+	require.NoError(t, err)
+	require.Len(t, gaps, 3)
+	require.InDelta(t, 1, gaps[1], 0.1, "the first two sends are about a second apart")
+	require.Equal(t, 1.0, gaps[2], "the second and the third exactly a second apart")
 	b := withKey(t, o, http.MethodPost, path, auth, k, body)
 	require.Equal(t, http.StatusAccepted, b.Code, b.Body.String())
 	require.JSONEq(t, a.Body.String(), b.Body.String(), "the same answer")
