@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
@@ -21,7 +22,10 @@ import (
 // non-zero with a one-line reason naming the flag.
 func TestBroadcastSendCommand(t *testing.T) {
 	t.Parallel()
-	_, e, _ := startServer(t, nil)
+	// A database of its own: another test's server must not work (and,
+	// stopping, strand) this one's sends, nor this one another's.
+	dbURL := testdb.OwnURL(t)
+	_, e, _ := startServer(t, env{"DATABASE_URL": dbURL})
 
 	code, out, stderr := runCLI(t, e, "tenant", "create", "--name", "Broadcaster", "--json")
 	require.Equal(t, 0, code, stderr)
@@ -56,8 +60,11 @@ func TestBroadcastSendCommand(t *testing.T) {
 	require.Equal(t, map[string]int{"delivered": 3}, got.Counts, "it waited for every final status")
 	require.Contains(t, stderr, fmt.Sprintf("broadcast %d", got.ID), "the progress bar")
 
+	pool, err := pgxpool.New(t.Context(), dbURL)
+	require.NoError(t, err)
+	defer pool.Close()
 	var sent int
-	require.NoError(t, testdb.Pool(t).QueryRow(t.Context(), `
+	require.NoError(t, pool.QueryRow(t.Context(), `
 		SELECT count(*) FROM messages WHERE broadcast_id = $1 AND twilio_sid IS NOT NULL AND body = '[template HXcli]'`, got.ID).Scan(&sent))
 	require.Equal(t, 3, sent)
 
