@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Event webhooks (README, "Event webhooks"; migration 0017). Events are
+// Event webhooks (README, "Event webhooks"; migration 0016). Events are
 // written by the database in the transaction of the change they report:
 // triggers on messages and conversations write message.received,
 // message.replied, message.status and conversation.handoff, and RecordEvent

@@ -1,5 +1,5 @@
 -- +goose Up
--- 0017_events: event webhooks (README, "Event webhooks"): a tenant's
+-- 0016_events: event webhooks (README, "Event webhooks"): a tenant's
 -- endpoints, and the event log written in the same transaction as the change
 -- each event reports.
 
