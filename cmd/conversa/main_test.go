@@ -62,13 +62,18 @@ func freeAddr(t *testing.T) string {
 
 // startServer runs `conversa run` on a free port until the test ends, and
 // waits for /readyz. It returns the base URL, the environment, and the
-// process's log output.
+// process's log output. Each server has a database of its own: servers
+// sharing one work each other's jobs, and a send worked by another test's
+// server carries that server's StatusCallback URL, so when it stops the
+// message's callbacks are lost: TestDemoDeliversAndLogsCarryNoPersonalData
+// was seen failing that way (its reply stuck at "queued") next to another
+// server, the likely cause of its one CI failure.
 func startServer(t *testing.T, extra env) (string, env, *syncBuffer) {
 	t.Helper()
 	addr := freeAddr(t)
 	base := "http://" + addr
 	e := env{
-		"DATABASE_URL":     testdb.URL(t),
+		"DATABASE_URL":     testdb.OwnURL(t),
 		"HTTP_ADDR":        addr,
 		"WORKER_HTTP_ADDR": freeAddr(t),
 		"PUBLIC_BASE_URL":  base,
