@@ -180,8 +180,7 @@ func ErasureAddresses(address string) ([]string, bool) {
 		}
 		return []string{address}, true
 	}
-	digits, ok := strings.CutPrefix(address, "+")
-	if !ok || len(digits) < 4 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
+	if !E164(address) {
 		return nil, false
 	}
 	return []string{address, string(ChannelWhatsApp) + ":" + address}, true

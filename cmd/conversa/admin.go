@@ -103,8 +103,7 @@ func (c *accountAddCmd) Run(ctx context.Context, a *app) error {
 
 // validNumber accepts Twilio's address forms: +E.164 or whatsapp:+E.164.
 func validNumber(n string) error {
-	digits := strings.TrimPrefix(strings.TrimPrefix(n, "whatsapp:"), "+")
-	if !strings.HasPrefix(strings.TrimPrefix(n, "whatsapp:"), "+") || len(digits) < 4 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
+	if !store.ValidNumber(n) {
 		return fmt.Errorf("--number %q: want +E.164 (e.g. +15005550006) or whatsapp:+E.164", n)
 	}
 	return nil

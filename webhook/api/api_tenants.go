@@ -65,11 +65,7 @@ func tenantParam(c *gin.Context) (string, error) {
 }
 
 // validNumber accepts Twilio's address forms: +E.164 or whatsapp:+E.164.
-func validNumber(n string) bool {
-	rest := strings.TrimPrefix(n, "whatsapp:")
-	digits := strings.TrimPrefix(rest, "+")
-	return strings.HasPrefix(rest, "+") && len(digits) >= 4 && len(digits) <= 15 && strings.Trim(digits, "0123456789") == ""
-}
+func validNumber(n string) bool { return store.ValidNumber(n) }
 
 // AddAccount handles POST /api/v1/tenants/:id/accounts: a Twilio account
 // (token sealed at rest) and the numbers it serves for the tenant. For an
