@@ -35,10 +35,11 @@ const (
 	EventTimeout = 10 * time.Second
 	// EventEndpointConcurrency is how many deliveries to one endpoint a
 	// process makes at once; the rest wait their turn (snoozed), so a slow
-	// endpoint holds at most this many of the events queue's workers.
-	EventEndpointConcurrency = 4
+	// endpoint holds at most this many of the events queue's workers and
+	// the others always have EventWorkers - EventEndpointConcurrency.
+	EventEndpointConcurrency = 16
 	// EventWorkers is the events queue's workers per process.
-	EventWorkers = 32
+	EventWorkers = 48
 	// eventRetryCap is the longest wait between two deliveries of an event.
 	eventRetryCap = time.Hour
 )
@@ -110,7 +111,9 @@ func (w *EventWorker) Timeout(*river.Job[jobargs.EventArgs]) time.Duration {
 func (w *EventWorker) Work(ctx context.Context, job *river.Job[jobargs.EventArgs]) error {
 	a := job.Args
 	if !w.slots.take(a.EndpointID) {
-		return river.JobSnooze(time.Duration(200+rand.IntN(300)) * time.Millisecond)
+		// The endpoint is busy (slow, or a burst): come back in a second or
+		// two, long enough that a backlog does not churn the queue.
+		return river.JobSnooze(time.Second + time.Duration(rand.IntN(1000))*time.Millisecond)
 	}
 	defer w.slots.give(a.EndpointID)
 	d, err := store.LoadEventDelivery(ctx, w.db, a.TenantID, a.EndpointID, a.EventID)
@@ -135,7 +138,13 @@ func (w *EventWorker) Work(ctx context.Context, job *river.Job[jobargs.EventArgs
 	// than in River's batched completer a moment later, so a process killed
 	// right after the receiver's 2xx leaves the job completed and the event
 	// is not POSTed again (the chaos run counts those).
+	// The commit need not wait for the WAL flush: it guards against this
+	// process dying, not Postgres (a Postgres crash may then POST it again,
+	// which receivers dedupe on the event id).
 	if err := inTx(ctx, w.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
 		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
 		return err
 	}); err != nil {
