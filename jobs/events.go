@@ -116,18 +116,14 @@ func (w *EventWorker) Work(ctx context.Context, job *river.Job[jobargs.EventArgs
 		return river.JobSnooze(time.Second + time.Duration(rand.IntN(1000))*time.Millisecond)
 	}
 	defer w.slots.give(a.EndpointID)
-	d, err := store.LoadEventDelivery(ctx, w.db, a.TenantID, a.EndpointID, a.EventID)
+	d, err := store.LoadEventDelivery(ctx, w.db, w.sealer, a.TenantID, a.EndpointID, a.EventID)
 	if errors.Is(err, store.ErrNotFound) {
 		return river.JobCancel(errors.New("the endpoint or the event no longer exists"))
 	}
 	if err != nil {
 		return err
 	}
-	secrets, err := store.SigningSecrets(ctx, w.db, w.sealer, a.TenantID)
-	if err != nil {
-		return err
-	}
-	err = w.post(ctx, d, a.EventID, secrets)
+	err = w.post(ctx, d, a.EventID)
 	w.metrics.EventDelivery(d.Type, err == nil, time.Since(d.CreatedAt))
 	if err != nil {
 		w.logger.Info("event delivery failed", "tenant_id", a.TenantID, "endpoint_id", a.EndpointID,
@@ -154,7 +150,7 @@ func (w *EventWorker) Work(ctx context.Context, job *river.Job[jobargs.EventArgs
 }
 
 // post makes one POST of d and says what came of it.
-func (w *EventWorker) post(ctx context.Context, d store.DeliveryPayload, eventID int64, secrets []string) error {
+func (w *EventWorker) post(ctx context.Context, d store.DeliveryPayload, eventID int64) error {
 	if err := w.http.Check(d.URL); err != nil {
 		return fmt.Errorf("the endpoint's URL may not be called: %w", err)
 	}
@@ -169,7 +165,7 @@ func (w *EventWorker) post(ctx context.Context, d store.DeliveryPayload, eventID
 	req.Header.Set("User-Agent", "Conversa")
 	req.Header.Set("X-Conversa-Event-Id", strconv.FormatInt(eventID, 10))
 	req.Header.Set("X-Conversa-Event-Type", d.Type)
-	req.Header.Set(signing.HeaderName, signing.Header(secrets, d.Body))
+	req.Header.Set(signing.HeaderName, signing.Header(d.Secrets, d.Body))
 	resp, err := w.http.Client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -297,38 +297,51 @@ func (r eventRow) payload(includeBodies bool) EventPayload {
 }
 
 // DeliveryPayload is what the conversa.event job of (endpointID, eventID)
-// POSTs: the endpoint's URL and the exact body.
+// POSTs: the endpoint's URL, the exact body, and the tenant's signing
+// secrets to sign it with.
 type DeliveryPayload struct {
 	URL       string
 	Body      []byte
 	Type      string
 	CreatedAt time.Time
+	Secrets   []string
 }
 
 // LoadEventDelivery returns what to POST for one (endpoint, event) of a
-// tenant, or ErrNotFound when the endpoint or the event is gone (deleted,
-// pruned): nothing to send.
-func LoadEventDelivery(ctx context.Context, db DBTX, tenantID string, endpointID, eventID int64) (DeliveryPayload, error) {
-	var url string
-	var includeBodies bool
-	err := db.QueryRow(ctx, `SELECT url, include_bodies FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2`,
-		endpointID, tenantID).Scan(&url, &includeBodies)
-	if err != nil {
-		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", notFound(err))
-	}
-	rows, err := db.Query(ctx, eventSelect+` WHERE e.id = $1 AND e.tenant_id = $2`, eventID, tenantID)
-	if err != nil {
-		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", err)
-	}
-	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[eventRow])
-	if err != nil {
-		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", notFound(err))
-	}
-	body, err := json.Marshal(r.payload(includeBodies))
+// tenant, in one round trip, or ErrNotFound when the endpoint or the event
+// is gone (deleted, pruned): nothing to send.
+func LoadEventDelivery(ctx context.Context, db DBTX, sealer *Sealer, tenantID string, endpointID, eventID int64) (DeliveryPayload, error) {
+	rows, err := db.Query(ctx, `
+		SELECT w.url, w.include_bodies, t.signing_secret_enc, t.signing_secret_prev_enc,
+		       COALESCE(t.signing_secret_prev_until > now(), false) AS prev_valid, ev.*
+		FROM webhook_endpoints w
+		JOIN tenants t ON t.id = w.tenant_id
+		CROSS JOIN LATERAL (`+eventSelect+` WHERE e.id = $3 AND e.tenant_id = w.tenant_id) ev
+		WHERE w.id = $1 AND w.tenant_id = $2`, endpointID, tenantID, eventID)
 	if err != nil {
 		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", err)
 	}
-	return DeliveryPayload{URL: url, Body: body, Type: r.Type, CreatedAt: r.CreatedAt}, nil
+	type row struct {
+		URL           string `db:"url"`
+		IncludeBodies bool   `db:"include_bodies"`
+		Cur           []byte `db:"signing_secret_enc"`
+		Prev          []byte `db:"signing_secret_prev_enc"`
+		PrevValid     bool   `db:"prev_valid"`
+		eventRow
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[row])
+	if err != nil {
+		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", notFound(err))
+	}
+	secrets, err := openSigningSecrets(ctx, db, sealer, tenantID, r.Cur, r.Prev, r.PrevValid)
+	if err != nil {
+		return DeliveryPayload{}, err
+	}
+	body, err := json.Marshal(r.payload(r.IncludeBodies))
+	if err != nil {
+		return DeliveryPayload{}, fmt.Errorf("load event delivery: %w", err)
+	}
+	return DeliveryPayload{URL: r.URL, Body: body, Type: r.Type, CreatedAt: r.CreatedAt, Secrets: secrets}, nil
 }
 
 // ListEvents returns the tenant's relayed events after the event after (0:

@@ -33,6 +33,13 @@ func SigningSecrets(ctx context.Context, db DBTX, sealer *Sealer, tenantID strin
 	if err != nil {
 		return nil, fmt.Errorf("signing secrets: %w", notFound(err))
 	}
+	return openSigningSecrets(ctx, db, sealer, tenantID, cur, prev, prevValid)
+}
+
+// openSigningSecrets opens a tenant's sealed secrets as SigningSecrets
+// returns them (the current one, and the previous one while prevValid),
+// giving the tenant its first secret when it has none (cur nil).
+func openSigningSecrets(ctx context.Context, db DBTX, sealer *Sealer, tenantID string, cur, prev []byte, prevValid bool) ([]string, error) {
 	if cur == nil {
 		s, err := ensureSigningSecret(ctx, db, sealer, tenantID)
 		if err != nil {
