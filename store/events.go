@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,10 +40,9 @@ var EventTypes = []string{EventMessageReceived, EventMessageReplied, EventMessag
 // Handoff reasons: why a conversation changed hands (conversation.handoff's
 // reason). Codes only: a model's own words never go into an event.
 const (
-	HandoffByOperator  = "operator"        // a person, through the API or the console
-	HandoffByAgent     = "agent"           // the agent asked for a person
-	HandoffGaveUp      = "llm_unavailable" // no model answered in time (turn.gave_up)
-	HandoffUnspecified = ""
+	HandoffByOperator = "operator"        // a person, through the API or the console
+	HandoffByAgent    = "agent"           // the agent asked for a person
+	HandoffGaveUp     = "llm_unavailable" // no model answered in time (turn.gave_up)
 )
 
 // NewEvent is an event RecordEvent writes. Data holds ids, statuses, codes
@@ -241,7 +241,7 @@ const eventSelect = `
 	       ct.address AS contact_address, ch.address AS channel_address
 	FROM events e
 	LEFT JOIN messages m ON m.id = e.message_id
-	LEFT JOIN conversations cv ON cv.id = COALESCE(m.conversation_id, e.conversation_id)
+	LEFT JOIN conversations cv ON cv.id = e.conversation_id
 	LEFT JOIN contacts ct ON ct.id = cv.contact_id
 	LEFT JOIN channels ch ON ch.id = cv.channel_id`
 
@@ -348,20 +348,20 @@ func LoadEventDelivery(ctx context.Context, db DBTX, sealer *Sealer, tenantID st
 // from the oldest kept), in the order they committed, at most limit+1 of
 // them (the extra one says there is a next page).
 func ListEvents(ctx context.Context, db DBTX, tenantID string, after int64, limit int, includeBodies bool) ([]EventPayload, error) {
+	var afterSeq int64
 	if after > 0 {
-		var exists bool
-		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 AND tenant_id = $2 AND seq IS NOT NULL)`,
-			after, tenantID).Scan(&exists); err != nil {
-			return nil, fmt.Errorf("list events: %w", notFound(err))
-		}
-		if !exists {
+		err := db.QueryRow(ctx, `SELECT seq FROM events WHERE id = $1 AND tenant_id = $2 AND seq IS NOT NULL`,
+			after, tenantID).Scan(&afterSeq)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, Refuse(ErrNotFound, "after names no event of this tenant (unknown, or older than the events kept)")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list events: %w", notFound(err))
 		}
 	}
 	rows, err := db.Query(ctx, eventSelect+`
-		WHERE e.tenant_id = $1 AND e.seq IS NOT NULL
-		  AND e.seq > COALESCE((SELECT seq FROM events WHERE id = $2), 0)
-		ORDER BY e.seq LIMIT $3`, tenantID, after, limit+1)
+		WHERE e.tenant_id = $1 AND e.seq > $2
+		ORDER BY e.seq LIMIT $3`, tenantID, afterSeq, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

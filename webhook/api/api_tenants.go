@@ -64,9 +64,6 @@ func tenantParam(c *gin.Context) (string, error) {
 	return id, nil
 }
 
-// validNumber accepts Twilio's address forms: +E.164 or whatsapp:+E.164.
-func validNumber(n string) bool { return store.ValidNumber(n) }
-
 // AddAccount handles POST /api/v1/tenants/:id/accounts: a Twilio account
 // (token sealed at rest) and the numbers it serves for the tenant. For an
 // account the tenant has, the numbers are added and the token replaced.
@@ -102,7 +99,7 @@ func (s *Server) AddAccount(c *gin.Context) {
 	}
 	for i, n := range req.Numbers {
 		req.Numbers[i] = strings.TrimSpace(n)
-		if !validNumber(req.Numbers[i]) {
+		if !store.ValidNumber(req.Numbers[i]) {
 			s.apiError(c, invalid("numbers[%d] is not +E.164 (e.g. +15005550006) or whatsapp:+E.164", i))
 			return
 		}

@@ -105,7 +105,7 @@ func (in *BroadcastInput) AddTo(address string) error {
 		return fieldErr("to", invalid("to lists more than %d addresses", MaxBroadcastRecipients))
 	}
 	a := strings.TrimSpace(address)
-	if len(a) > maxAddressLen || !validNumber(a) {
+	if len(a) > maxAddressLen || !store.ValidNumber(a) {
 		in.addInvalid(a)
 		return nil
 	}
