@@ -50,6 +50,9 @@ type bench struct {
 	soak     time.Duration
 	soakRate float64
 	llmRate  float64
+	// trackPlanning has figure 7 count plannings per statement
+	// (pg_stat_statements.track_planning), which slows Postgres down.
+	trackPlanning bool
 }
 
 type benchTenant struct {

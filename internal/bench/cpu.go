@@ -22,7 +22,8 @@ const clockTicks = 100
 
 // cpuFigure: the sustained run of figure 3 on a private Postgres cluster the
 // bench starts (so pg_stat_statements can be preloaded, and every Postgres
-// process counted is ours), with the CPU each process spent per replied
+// process counted is ours), after a warm-up run of the same size and an
+// ANALYZE, with the CPU each process spent per replied
 // message from /proc, and what the database did per replied message: top
 // statements by total time, commits, WAL, row writes, unused indexes.
 func (b *bench) cpuFigure(ctx context.Context, r *report) error {
@@ -35,6 +36,7 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	pg, err := pgcluster.Start(ctx, dir, pgcluster.Options{Bin: os.Getenv("BENCH_PG_BIN"), Settings: []string{
 		"shared_preload_libraries=pg_stat_statements",
 		"pg_stat_statements.track=all",
+		fmt.Sprintf("pg_stat_statements.track_planning=%t", b.trackPlanning),
 		"pg_stat_statements.max=1000",
 		"track_functions=pl",
 		// The rest as the machine's own cluster (Debian's defaults), so the
@@ -51,6 +53,24 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	}
 	defer pb.close()
 	if _, err := pb.pool.Exec(ctx, `CREATE EXTENSION pg_stat_statements`); err != nil {
+		return err
+	}
+	// Steady state, as in a deployment that has run for a while: a
+	// history of conversations, and statistics on every table (autovacuum
+	// keeps them). On tables never analyzed the planner guesses, and for the
+	// memory read it guessed the tenant's index: a scan of the tenant's
+	// whole history, 0.8 ms a turn here and growing with the history.
+	fmt.Println("cpu: warm-up run (a history of conversations), then ANALYZE ...")
+	warm, err := pb.startPipeline(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = pb.sustained(ctx, warm)
+	warm.stop()
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := pb.pool.Exec(ctx, `ANALYZE`); err != nil {
 		return err
 	}
 	p, err := pb.startPipeline(ctx)
@@ -109,11 +129,21 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 		[2]string{"CPU per replied message: Redis (the machine's, shared with anything else using it)", per(d.redis)},
 		[2]string{"CPU per replied message: whole machine (all processes, other work included)", per(d.machine)},
 		[2]string{"window measured", fmt.Sprintf("%.2f s wall, %.2f s CPU on the machine (%d CPUs)", after.at.Sub(before.at).Seconds(), float64(d.machine)/clockTicks, runtime.NumCPU())},
+		[2]string{"CPU time stolen by the hypervisor in the window (other guests' load: when high, every figure above is slower)", fmt.Sprintf("%.2f s", float64(d.steal)/clockTicks)},
 	)
 	dbRows, err := dbFigures(ctx, conn, replies)
 	if err != nil {
 		return err
 	}
+	all, err := statementTable(ctx, conn, replies)
+	if err != nil {
+		return err
+	}
+	if r.files == nil {
+		r.files = map[string][]byte{}
+	}
+	r.files["statements.tsv"] = all
+	dbRows = append(dbRows, [2]string{"every statement of the run, by calls", "statements.tsv next to this report"})
 	r.add("7. CPU per replied message (figure 3's sustained run on a private Postgres cluster; /proc counters, pg_stat_statements)", append(rows, dbRows...))
 	return nil
 }
@@ -130,19 +160,25 @@ func dbFigures(ctx context.Context, conn *pgx.Conn, replies float64) ([][2]strin
 		Scan(&commits, &rollbacks, &walBytes, &walRecords, &walFPI); err != nil {
 		return nil, fmt.Errorf("pg_stat_database: %w", err)
 	}
-	var calls, nested int64
-	var execMS float64
+	var calls, nested, plans int64
+	var execMS, planMS float64
 	if err := conn.QueryRow(ctx, `
 		SELECT COALESCE(sum(calls) FILTER (WHERE toplevel), 0)::bigint, COALESCE(sum(calls) FILTER (WHERE NOT toplevel), 0)::bigint,
-		       COALESCE(sum(total_exec_time) FILTER (WHERE toplevel), 0)::float8
+		       COALESCE(sum(total_exec_time) FILTER (WHERE toplevel), 0)::float8,
+		       COALESCE(sum(plans) FILTER (WHERE toplevel), 0)::bigint, COALESCE(sum(total_plan_time) FILTER (WHERE toplevel), 0)::float8
 		FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND query NOT LIKE '%bench-probe%'`).Scan(&calls, &nested, &execMS); err != nil {
+		  AND query NOT LIKE '%bench-probe%'`).Scan(&calls, &nested, &execMS, &plans, &planMS); err != nil {
 		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	plannings := "not counted (bench -track-planning counts them)"
+	if plans > 0 {
+		plannings = fmt.Sprintf("%.1f (%.2f ms)", float64(plans)/replies, planMS/replies)
 	}
 	rows = append(rows,
 		[2]string{"statements per replied message (top level, every client; their execution time, lock waits included)", fmt.Sprintf("%.1f (%.2f ms)", float64(calls)/replies, execMS/replies)},
 		[2]string{"nested statements per replied message (triggers, foreign key checks)", fmt.Sprintf("%.1f", float64(nested)/replies)},
+		[2]string{"plannings per replied message (top level; a statement on a cached generic plan is not planned again)", plannings},
 		[2]string{"commits / rollbacks per replied message", fmt.Sprintf("%.2f / %.2f", float64(commits)/replies, float64(rollbacks)/replies)},
 		[2]string{"WAL per replied message", fmt.Sprintf("%.1f kB, %.0f records, %.2f full-page images", float64(walBytes)/1024/replies, float64(walRecords)/replies, float64(walFPI)/replies)},
 	)
@@ -218,6 +254,39 @@ func dbFigures(ctx context.Context, conn *pgx.Conn, replies float64) ([][2]strin
 	return rows, nil
 }
 
+// statementTable is every statement of the run as tab-separated lines,
+// most calls per replied message first: calls and time per replied
+// message, rows per call, where it ran, and the statement on one line.
+func statementTable(ctx context.Context, conn *pgx.Conn, replies float64) ([]byte, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT toplevel, calls, total_exec_time, rows, plans, total_plan_time, query FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%bench-probe%' AND query NOT LIKE '%pg_stat_statements%'
+		ORDER BY calls DESC, total_exec_time DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("calls/msg\tms/msg\trows/call\tplans/msg\tplan ms/msg\twhere\tstatement\n")
+	var top bool
+	var n, nrows, plans int64
+	var total, planMS float64
+	var q string
+	_, err = pgx.ForEachRow(rows, []any{&top, &n, &total, &nrows, &plans, &planMS, &q}, func() error {
+		where := "top"
+		if !top {
+			where = "nested"
+		}
+		fmt.Fprintf(&b, "%.2f\t%.3f\t%.1f\t%.2f\t%.3f\t%s\t%s\n", float64(n)/replies, total/replies,
+			float64(nrows)/float64(max(n, 1)), float64(plans)/replies, planMS/replies, where, strings.TrimSpace(spaces.ReplaceAllString(q, " ")))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	return []byte(b.String()), nil
+}
+
 var spaces = regexp.MustCompile(`\s+`)
 
 // shortQuery is a statement's text on one line, cut to fit a table cell.
@@ -233,11 +302,13 @@ func shortQuery(q string) string {
 type cpuSample struct {
 	at                                        time.Time
 	conversa, postgres, bench, redis, machine int64
+	// steal is time the hypervisor gave the machine's CPUs to others.
+	steal int64
 }
 
 func (s cpuSample) minus(o cpuSample) cpuSample {
 	return cpuSample{at: s.at, conversa: s.conversa - o.conversa, postgres: s.postgres - o.postgres,
-		bench: s.bench - o.bench, redis: s.redis - o.redis, machine: s.machine - o.machine}
+		bench: s.bench - o.bench, redis: s.redis - o.redis, machine: s.machine - o.machine, steal: s.steal - o.steal}
 }
 
 // takeCPU reads the CPU time of conversa (pid), of the Postgres cluster
@@ -268,14 +339,17 @@ func takeCPU(conversa, postmaster int) cpuSample {
 		line, _, _ := strings.Cut(string(b), "\n")
 		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
 		for i, v := range f[1:] {
-			if i == 3 || i == 4 { // idle, iowait
-				continue
-			}
 			if i >= 8 { // guest time is already in user
 				break
 			}
 			n, _ := strconv.ParseInt(v, 10, 64)
-			s.machine += n
+			switch i {
+			case 3, 4: // idle, iowait
+			case 7:
+				s.steal += n
+			default:
+				s.machine += n
+			}
 		}
 	}
 	return s

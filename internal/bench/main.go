@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string) error {
 	soak := fs.Duration("soak", 10*time.Minute, "length of the memory soak")
 	soakRate := fs.Float64("soak-rate", 50, "messages per second during the memory soak (below what the pipeline sustains, so a growing queue is not mistaken for a leak)")
 	llmRate := fs.Float64("llm-rate", 100, "messages per second in the LLM-bound figure (10 s of them)")
+	trackPlanning := fs.Bool("track-planning", false, "figure 7 counts plannings per statement (pg_stat_statements.track_planning): shows statements planned on every call, but slows Postgres down, so its CPU figures are not comparable")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (load generator and in-process servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.close()
-	b.soak, b.soakRate, b.llmRate = *soak, *soakRate, *llmRate
+	b.soak, b.soakRate, b.llmRate, b.trackPlanning = *soak, *soakRate, *llmRate, *trackPlanning
 
 	first := true
 	if want("ingest") {

@@ -21,6 +21,9 @@ type report struct {
 	started  time.Time
 	sections []section
 	series   []loadPoint
+	// files are written next to the report, by name (the full statement
+	// table of figure 7, say).
+	files map[string][]byte
 }
 
 type section struct {
@@ -59,6 +62,11 @@ func (r *report) write(dir string) error {
 	path := filepath.Join(dir, "report.md")
 	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
 		return err
+	}
+	for name, b := range r.files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
 	}
 	if len(r.series) > 0 {
 		if err := r.plot(filepath.Join(dir, "latency.png")); err != nil {
