@@ -212,9 +212,11 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 	if route.Usage != nil {
 		w.metrics.LLM(route.Usage.Provider, route.Usage.Model, route.Usage.Latency, route.Usage.PromptTokens, route.Usage.CompletionTokens)
 	}
-	knowledge, err := w.knowledge(ctx, a, agent, plan.Pending)
-	if err != nil {
-		return "", err
+	var knowledge turnKnowledge
+	if st.HasKnowledge {
+		if knowledge, err = w.knowledge(ctx, a, agent, plan.Pending); err != nil {
+			return "", err
+		}
 	}
 	req.Knowledge = knowledge.passages
 	ans, toolEvents, err := w.answer(ctx, log, job, req)

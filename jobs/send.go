@@ -239,10 +239,7 @@ func (w *SendWorker) settle(ctx context.Context, log *slog.Logger, job *river.Jo
 		} else {
 			w.metrics.Duplicate("send")
 		}
-		if err := w.inTx(ctx, func(tx pgx.Tx) error {
-			_, err := store.MarkSent(ctx, tx, d.TenantID, d.MessageID, o.sid, o.status, o.how)
-			return err
-		}); err != nil {
+		if _, err := store.MarkSent(ctx, w.db, d.TenantID, d.MessageID, o.sid, o.status, o.how); err != nil {
 			// Twilio has it; the status callback (keyed by ?m=) or the next
 			// attempt's look-up records the SID. Never failed for this.
 			return JobRetry, fmt.Errorf("store sent message: %w", err)

@@ -62,9 +62,14 @@ func toolIdempotencyKey(messageID int64, round, idx int) string {
 // the reply (the calls reused from a record).
 func (w *ReplyWorker) answer(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs], req agents.Request) (agents.Answer, []store.Event, error) {
 	a := job.Args
-	recorded, err := store.TurnToolCalls(ctx, w.db, a.TenantID, a.MessageID)
-	if err != nil {
-		return agents.Answer{}, nil, toolRoundError{err}
+	// An earlier attempt's calls, made again from their records. An agent
+	// without HTTP tools makes none, so it has none to read.
+	var recorded []store.ToolCall
+	if len(req.Agent.HTTPTools) > 0 {
+		var err error
+		if recorded, err = store.TurnToolCalls(ctx, w.db, a.TenantID, a.MessageID); err != nil {
+			return agents.Answer{}, nil, toolRoundError{err}
+		}
 	}
 	var events []store.Event
 	for start := 0; start < len(recorded); {

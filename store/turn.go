@@ -31,6 +31,9 @@ type TurnState struct {
 	ChannelKind      ChannelKind `db:"channel_kind"`
 	// CurrentAgent is the agent of the bot's last reply ("" for none).
 	CurrentAgent string `db:"current_agent"`
+	// HasKnowledge is whether the tenant has any knowledge document: a
+	// tenant without one is not searched.
+	HasKnowledge bool `db:"has_knowledge"`
 }
 
 // QuietFor is QuietSeconds as a duration.
@@ -43,7 +46,8 @@ var turnStateSelect = `
 	       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - v.last_inbound_at), 1e9)::float8 AS quiet_seconds,
 	       c.opted_out, ` + balanceOf("v.tenant_id") + ` AS credits, t.reply_price, v.summary, v.summary_through_id, ch.kind AS channel_kind,
 	       COALESCE((SELECT m.agent FROM messages m WHERE m.conversation_id = v.id AND m.author = 'bot'
-	                 ORDER BY m.id DESC LIMIT 1), '') AS current_agent
+	                 ORDER BY m.id DESC LIMIT 1), '') AS current_agent,
+	       EXISTS (SELECT 1 FROM knowledge_docs k WHERE k.tenant_id = v.tenant_id) AS has_knowledge
 	FROM conversations v
 	JOIN contacts c ON c.id = v.contact_id
 	JOIN tenants t ON t.id = v.tenant_id
