@@ -489,6 +489,93 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 	return true, nil
 }
 
+// QuickStatus is what QuickApplyStatuses did with one report.
+type QuickStatus struct {
+	// Done: the report was recorded (or found a duplicate) and applied or
+	// not. When false nothing of it was written: it needs
+	// RecordStatusCallbacks and ApplyStatus, in a transaction.
+	Done bool
+	// Duplicate: the (MessageSid, MessageStatus) pair was already recorded.
+	Duplicate bool
+	// Applied: the message's status moved.
+	Applied bool
+}
+
+// QuickApplyStatuses records and applies the common status reports, one
+// statement each, all in one round trip: a report that is not a failure,
+// about a message that carries the report's SID, needs only its dedupe row,
+// the move (when it moves the message: MovesFrom) and its trace event, the
+// same as RecordStatusCallbacks and ApplyStatus would write. Each statement
+// locks its message before its dedupe key, so us should be in message-id
+// order (one message's reports in their arrival order). Any other report
+// (a failure, which refunds; a message without a SID yet, or with another
+// one) comes back not Done, with nothing written. On a pool the batch is
+// one implicit transaction: all of it commits, or none.
+func QuickApplyStatuses(ctx context.Context, db DBTX, us []StatusUpdate) ([]QuickStatus, error) {
+	out := make([]QuickStatus, len(us))
+	b := &pgx.Batch{}
+	for i, u := range us {
+		if u.Status.Failure() || !u.Status.TwilioReports() {
+			continue
+		}
+		via := u.Via
+		if via == "" {
+			via = ViaCallback
+		}
+		// The event's detail as ApplyStatus writes it; the statement adds
+		// the status it found ("from") and whether the report moved it.
+		base, err := json.Marshal(map[string]any{"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode})
+		if err != nil {
+			return nil, fmt.Errorf("quick apply status: %w", err)
+		}
+		from := []string{}
+		for _, st := range MovesFrom(u.Status) {
+			from = append(from, string(st))
+		}
+		b.Queue(quickApplyStatusSQL, u.MessageID, u.TenantID, u.MessageSID, string(u.Status), from, "status."+via, base).
+			QueryRow(func(row pgx.Row) error {
+				var fresh bool
+				if err := row.Scan(&out[i].Done, &fresh, &out[i].Applied); err != nil {
+					return err
+				}
+				out[i].Duplicate = out[i].Done && !fresh
+				return nil
+			})
+	}
+	if b.Len() == 0 {
+		return out, nil
+	}
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("quick apply status: %w", err)
+	}
+	return out, nil
+}
+
+// quickApplyStatusSQL is one report of QuickApplyStatuses: lock the message
+// ($1, tenant $2); only when it carries the report's SID ($3), record the
+// pair ($3, $4) and, when the pair is new, move the status to $4 if it is
+// one of $5 and write the trace event ($6, detail $7 with from and
+// applied). It answers whether it was done, whether the pair was new, and
+// whether the status moved.
+const quickApplyStatusSQL = `
+		WITH cur AS (
+			SELECT status FROM messages WHERE id = $1 AND tenant_id = $2 AND twilio_sid = $3 FOR UPDATE
+		), rec AS (
+			INSERT INTO status_callbacks (message_sid, status) SELECT $3, $4 FROM cur
+			ON CONFLICT DO NOTHING
+			RETURNING 1
+		), m AS (
+			UPDATE messages SET status = $4, updated_at = now()
+			WHERE id = $1 AND tenant_id = $2 AND EXISTS (SELECT FROM rec)
+			  AND EXISTS (SELECT FROM cur WHERE cur.status = ANY ($5::text[]))
+		), e AS (
+			INSERT INTO message_events (tenant_id, message_id, kind, detail)
+			SELECT $2, $1, $6, $7::jsonb || jsonb_build_object('from', cur.status, 'applied', cur.status = ANY ($5::text[]))
+			FROM cur WHERE EXISTS (SELECT FROM rec)
+		)
+		SELECT EXISTS (SELECT FROM cur), EXISTS (SELECT FROM rec),
+		       EXISTS (SELECT FROM rec) AND EXISTS (SELECT FROM cur WHERE cur.status = ANY ($5::text[]))`
+
 // Default send rates per sender number (docs/delivery.md, "Send"): a US
 // long code sends one segment a second; WhatsApp 80 messages a second.
 const (

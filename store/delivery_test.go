@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
@@ -152,4 +153,96 @@ func TestTraceNumbersTheStory(t *testing.T) {
 		kinds = append(kinds, e.Kind)
 	}
 	require.Equal(t, []string{"webhook.received", "turn.routed", "turn.llm", "turn.reply", "send.attempt"}, kinds)
+}
+
+// TestQuickApplyStatusesMatchApplyStatus: for every stored status and every
+// report Twilio sends, the one-statement path writes what the transaction's
+// path (RecordStatusCallback, then ApplyStatus) writes on a twin message:
+// the same status, the same dedupe, the same trace event. What it must
+// leave to that path (a failure, a message without the report's SID) it
+// leaves with nothing written.
+func TestQuickApplyStatusesMatchApplyStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testdb.Tx(t)
+	ten := testdb.NewTenant(t, tx, 1)
+	ch, err := store.ChannelByAddress(ctx, tx, ten.SMS)
+	require.NoError(t, err)
+	in, err := store.InsertInbound(ctx, tx, store.Inbound{TenantID: ten.ID, ChannelID: ch.ID, From: testdb.PhoneNumber(), MessageSID: "SM" + testdb.Unique(), Body: "hi"})
+	require.NoError(t, err)
+	// message is an outbound message at status with sid (nil: none).
+	message := func(status store.MessageStatus, sid *string) int64 {
+		id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: store.AuthorBot, Body: "x"})
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, `UPDATE messages SET status = $2, twilio_sid = $3 WHERE id = $1`, id, status, sid)
+		require.NoError(t, err)
+		return id
+	}
+	// written is a message's status, its trace events (kind and detail,
+	// without the SID, which differs between twins) and its dedupe rows.
+	type writes struct {
+		Status store.MessageStatus
+		Events []string
+		Dedupe int
+	}
+	written := func(id int64, sid string) writes {
+		var w writes
+		require.NoError(t, tx.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1`, id).Scan(&w.Status))
+		rows, err := tx.Query(ctx, `SELECT kind || ' ' || (detail - 'message_sid')::text FROM message_events WHERE message_id = $1 ORDER BY id`, id)
+		require.NoError(t, err)
+		w.Events, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM status_callbacks WHERE message_sid = $1`, sid).Scan(&w.Dedupe))
+		return w
+	}
+	reports := []store.MessageStatus{"queued", "accepted", "scheduled", "sending", "sent", "delivered", "read", "failed", "undelivered", "canceled", "receiving"}
+	checked := 0
+	for _, cur := range store.AllStatuses() {
+		if cur == store.StatusReceived {
+			continue
+		}
+		for _, report := range reports {
+			name := string(cur) + " <- " + string(report)
+			quickSID, slowSID := "SM"+testdb.Unique()+testdb.Unique(), "SM"+testdb.Unique()+testdb.Unique()
+			var qs, ss *string
+			if cur != store.StatusPending && cur != store.StatusClaimed {
+				qs, ss = &quickSID, &slowSID
+			}
+			quick, slow := message(cur, qs), message(cur, ss)
+			before := written(quick, quickSID)
+			got, err := store.QuickApplyStatuses(ctx, tx, []store.StatusUpdate{{TenantID: ten.ID, MessageID: quick, MessageSID: quickSID, Status: report}})
+			require.NoError(t, err, name)
+			if report.Failure() || !report.TwilioReports() || qs == nil {
+				require.False(t, got[0].Done, name)
+				require.Equal(t, before, written(quick, quickSID), name+": nothing written")
+				continue
+			}
+			fresh, err := store.RecordStatusCallback(ctx, tx, slowSID, string(report))
+			require.NoError(t, err)
+			require.True(t, fresh)
+			applied, err := store.ApplyStatus(ctx, tx, store.StatusUpdate{TenantID: ten.ID, MessageID: slow, MessageSID: slowSID, Status: report})
+			require.NoError(t, err, name)
+			require.Equal(t, store.QuickStatus{Done: true, Applied: applied}, got[0], name)
+			require.Equal(t, written(slow, slowSID), written(quick, quickSID), name)
+			require.Equal(t, store.Moves(cur, report), applied, name)
+
+			// The same report again is a duplicate and writes nothing.
+			again, err := store.QuickApplyStatuses(ctx, tx, []store.StatusUpdate{{TenantID: ten.ID, MessageID: quick, MessageSID: quickSID, Status: report}})
+			require.NoError(t, err, name)
+			require.Equal(t, store.QuickStatus{Done: true, Duplicate: true}, again[0], name)
+			require.Equal(t, written(slow, slowSID), written(quick, quickSID), name+": after the duplicate")
+			checked++
+		}
+	}
+	require.Equal(t, 9*7, checked, "every stored status with a SID, every report that is not a failure")
+
+	// A report whose SID is not the message's is left to ApplyStatus (which
+	// records the mismatch), with nothing written.
+	sid := "SM" + testdb.Unique() + testdb.Unique()
+	id := message(store.StatusSent, &sid)
+	before := written(id, sid)
+	got, err := store.QuickApplyStatuses(ctx, tx, []store.StatusUpdate{{TenantID: ten.ID, MessageID: id, MessageSID: "SMother" + testdb.Unique(), Status: store.StatusDelivered}})
+	require.NoError(t, err)
+	require.False(t, got[0].Done)
+	require.Equal(t, before, written(id, sid))
 }

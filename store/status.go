@@ -106,6 +106,18 @@ func Moves(cur, next MessageStatus) bool {
 	return next.TwilioReports() && cur.CanMove(next.Stores())
 }
 
+// MovesFrom is every stored status a Twilio report of next moves a message
+// from (Moves turned around), for a statement that applies a report in SQL.
+func MovesFrom(next MessageStatus) []MessageStatus {
+	var from []MessageStatus
+	for _, s := range AllStatuses() {
+		if Moves(s, next) {
+			from = append(from, s)
+		}
+	}
+	return from
+}
+
 // AllStatuses is every status a message may be stored with, in the
 // table's order of definition, for the constraint and the tests.
 func AllStatuses() []MessageStatus {

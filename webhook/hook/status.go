@@ -132,19 +132,70 @@ func (g *committer) applyStatus(ctx context.Context, cb statusCallback) (statusR
 // keeps choosing it to break a deadlock.
 const deadlockTries = 3
 
-// commitStatuses is the status callbacks' transaction for one or more
-// callbacks (statusTx). A batch locks more than one message, so a deadlock
-// with another batch remains possible, if rare; Postgres then aborts one of
-// them, which runs again, so a deadlock never reaches Twilio as a 503.
+// commitStatuses commits one or more status callbacks. The common ones (a
+// status that is not a failure, about a message that has its SID) go in
+// one round trip, each one statement (store.QuickApplyStatuses), in
+// message-id order; the rest, and any the quick statement leaves, in the
+// status transaction (statusTx). Both lock messages in id order, so
+// concurrent batches wait on each other's locks without waiting in a
+// circle; what can still close a circle (a refund, which locks the
+// tenant's balance after its message, or a callback's two copies split
+// between the two paths) is a deadlock Postgres breaks by aborting one
+// transaction, which runs again, so a deadlock never reaches Twilio as a
+// 503.
 func (s *Server) commitStatuses(ctx context.Context, cbs []statusCallback) ([]statusResult, error) {
+	results := make([]statusResult, len(cbs))
+	order := sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.MessageID, b.target.MessageID) })
+	updates := make([]store.StatusUpdate, len(order))
+	for n, i := range order {
+		updates[n] = cbs[i].update()
+	}
+	quick, err := retryDeadlock(func() ([]store.QuickStatus, error) { return store.QuickApplyStatuses(ctx, s.StatusDB, updates) })
+	if err != nil {
+		return nil, err
+	}
+	var rest []int
+	for n, i := range order {
+		if !quick[n].Done {
+			rest = append(rest, i)
+			continue
+		}
+		results[i] = statusResult{applied: quick[n].Applied, duplicate: quick[n].Duplicate}
+	}
+	if len(rest) == 0 {
+		return results, nil
+	}
+	slow := make([]statusCallback, len(rest))
+	for n, i := range rest {
+		slow[n] = cbs[i]
+	}
+	done, err := retryDeadlock(func() ([]statusResult, error) { return s.statusTx(ctx, slow) })
+	if err != nil {
+		return nil, err
+	}
+	for n, i := range rest {
+		results[i] = done[n]
+	}
+	return results, nil
+}
+
+// retryDeadlock runs fn again (up to deadlockTries times in all) while
+// Postgres chooses its transaction to break a deadlock.
+func retryDeadlock[T any](fn func() (T, error)) (T, error) {
 	for try := 1; ; try++ {
-		results, err := s.statusTx(ctx, cbs)
+		out, err := fn()
 		var pgErr *pgconn.PgError
 		if try < deadlockTries && errors.As(err, &pgErr) && pgErr.Code == "40P01" { // deadlock_detected
 			continue
 		}
-		return results, err
+		return out, err
 	}
+}
+
+// update is the callback as a store.StatusUpdate.
+func (cb statusCallback) update() store.StatusUpdate {
+	return store.StatusUpdate{TenantID: cb.target.TenantID, MessageID: cb.target.MessageID, MessageSID: cb.sid,
+		Status: store.MessageStatus(cb.status), ErrorCode: cb.errorCode}
 }
 
 // statusTx runs one transaction for cbs, in three passes, each in an order
@@ -160,7 +211,9 @@ func (s *Server) commitStatuses(ctx context.Context, cbs []statusCallback) ([]st
 //
 // Pass 1 locks nothing passes 2 and 3 need. What can still close a circle is
 // a refund, which locks the tenant's balance after its message inside
-// store.ApplyStatus: commitStatuses retries the deadlock's victim.
+// store.ApplyStatus, or a quick statement (commitStatuses) that locked the
+// message of a key pass 1 holds: commitStatuses retries the deadlock's
+// victim.
 func (s *Server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusResult, error) {
 	tx, err := s.StatusDB.Begin(ctx)
 	if err != nil {
@@ -187,10 +240,7 @@ func (s *Server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusRe
 		if results[i].duplicate {
 			continue
 		}
-		cb := cbs[i]
-		results[i].applied, err = store.ApplyStatus(ctx, tx, store.StatusUpdate{
-			TenantID: cb.target.TenantID, MessageID: cb.target.MessageID, MessageSID: cb.sid, Status: store.MessageStatus(cb.status), ErrorCode: cb.errorCode,
-		})
+		results[i].applied, err = store.ApplyStatus(ctx, tx, cbs[i].update())
 		if err != nil {
 			return nil, err
 		}
