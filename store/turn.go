@@ -188,8 +188,7 @@ func CommitTurn(ctx context.Context, tx DBTX, p TurnCommit) (TurnResult, error) 
 			b.Queue(addEventsSQL, p.TenantID, p.InboundID, events)
 		}
 	}
-	after := func(b *pgx.Batch) { queueRepliedEvent(b, p.TenantID, p.InboundID, p.ReplyID, p.Price) }
-	balance, err := debit(ctx, tx, p.TenantID, p.ReplyID, p.Price, before, after)
+	balance, err := debit(ctx, tx, p.TenantID, p.ReplyID, p.Price, before, p.InboundID)
 	if err != nil {
 		return TurnResult{}, err
 	}
@@ -209,16 +208,15 @@ func CommitTurn(ctx context.Context, tx DBTX, p TurnCommit) (TurnResult, error) 
 // balance into stripe 0; a transaction never waits for a stripe while holding
 // another out of order, so debits cannot deadlock each other.
 func DebitReply(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int) (int64, error) {
-	return debit(ctx, db, tenantID, messageID, amount, nil, nil)
+	return debit(ctx, db, tenantID, messageID, amount, nil, 0)
 }
 
-// debit is DebitReply with statements of CommitTurn's around it: before
-// queues statements sent ahead of the debit in its first round trip, after
-// queues statements behind it (either may be nil). after may run more than
-// once, each time after a debit attempt that may have found no stripe, so
-// it must write only when the debit happened (see queueRepliedEvent);
-// before runs once.
-func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before, after func(*pgx.Batch)) (int64, error) {
+// debit is DebitReply with CommitTurn's statements: before (nil for none)
+// queues statements sent ahead of the debit in its first round trip; with
+// repliedTo (the inbound message closing the turn; 0 for none) the debit
+// also writes the turn.replied trace event on it, in the debit's own
+// statement.
+func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amount int, before func(*pgx.Batch), repliedTo int64) (int64, error) {
 	start := rand.IntN(creditStripes)
 	// First a stripe no one holds; then, every stripe that could pay being
 	// busy (or none can), wait for one.
@@ -233,10 +231,7 @@ func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amoun
 			b.Queue(`ROLLBACK TO SAVEPOINT conversa_debit`)
 		}
 		balance, found := int64(0), false
-		queueDebit(b, tenantID, messageID, amount, start, skipLocked, &balance, &found)
-		if after != nil {
-			after(b)
-		}
+		queueDebit(b, tenantID, messageID, amount, start, skipLocked, repliedTo, &balance, &found)
 		if err := db.SendBatch(ctx, b).Close(); err != nil {
 			return 0, fmt.Errorf("debit reply: %w", err)
 		}
@@ -268,8 +263,8 @@ func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amoun
 		)
 		INSERT INTO credit_ledger (tenant_id, amount, reason, message_id) VALUES ($1, -$4::bigint, 'reply', $2)`,
 		tenantID, messageID, total-int64(amount), amount)
-	if after != nil {
-		after(b)
+	if repliedTo != 0 {
+		queueRepliedEvent(b, tenantID, repliedTo, messageID, amount)
 	}
 	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("debit reply: gather stripes: %w", err)
@@ -278,15 +273,14 @@ func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amoun
 }
 
 // queueRepliedEvent queues the turn.replied trace event on the inbound
-// message: the reply, what it cost and the balance after it. It writes only
-// once the reply's debit is in the ledger, so it can follow each attempt of
-// debit.
+// message after the debit that gathered the stripes (the fast path's debit
+// writes it itself: queueDebit): the reply, what it cost and the balance
+// after it.
 func queueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
 	b.Queue(`
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
 		SELECT $1, $2, 'turn.replied', jsonb_build_object(
-			'reply_message_id', $3::bigint, 'credits_debited', $4::int, 'credits_balance', `+balanceOf("$1")+`)
-		WHERE EXISTS (SELECT 1 FROM credit_ledger WHERE message_id = $3 AND reason = 'reply')`,
+			'reply_message_id', $3::bigint, 'credits_debited', $4::int, 'credits_balance', `+balanceOf("$1")+`)`,
 		tenantID, inboundID, replyID, amount)
 }
 
@@ -300,8 +294,10 @@ const setSummarySQL = `
 // start on. With skipLocked it takes a stripe no one holds; without, it
 // picks one as of its snapshot and waits for it, locking that row only
 // (by its key, so the lock is never left on a row that is not used) and
-// checking the stripe can still pay once it has it.
-func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start int, skipLocked bool, balance *int64, found *bool) {
+// checking the stripe can still pay once it has it. With repliedTo (not 0)
+// a debit that happened writes the turn.replied event on that message in
+// the same statement: the reply, what it cost and the balance after it.
+func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start int, skipLocked bool, repliedTo int64, balance *int64, found *bool) {
 	pick := `
 			SELECT stripe FROM credit_stripes
 			WHERE tenant_id = $1 AND credits >= $3
@@ -325,9 +321,14 @@ func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start in
 		), l AS (
 			INSERT INTO credit_ledger (tenant_id, amount, reason, message_id)
 			SELECT $1, -$3::bigint, 'reply', $2 FROM d
+		), e AS (
+			INSERT INTO message_events (tenant_id, message_id, kind, detail)
+			SELECT $1, $6::bigint, 'turn.replied', jsonb_build_object(
+				'reply_message_id', $2::bigint, 'credits_debited', $3::int, 'credits_balance', `+balanceOf("$1")+` - $3)
+			FROM d WHERE $6::bigint <> 0
 		)
 		SELECT `+balanceOf("$1")+` - $3 FROM d`,
-		tenantID, messageID, amount, start, creditStripes).QueryRow(func(row pgx.Row) error {
+		tenantID, messageID, amount, start, creditStripes, repliedTo).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(balance)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
