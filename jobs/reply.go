@@ -161,7 +161,10 @@ func failureReason(err error) string {
 // (noteOutcome; it counts when the job completes).
 func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job[jobargs.ReplyArgs]) (string, error) {
 	a := job.Args
-	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID)
+	// The memory's Postgres read rides in the same round trip; its cache
+	// part comes first (Redis).
+	memRead := w.memory.StartRead(ctx, a.TenantID, a.ConversationID, 0)
+	st, stored, err := store.GetTurnInputs(ctx, w.db, a.TenantID, a.ConversationID, memRead.Queue)
 	readAt := time.Now()
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("turn cancelled: conversation not found")
@@ -182,10 +185,7 @@ func (w *ReplyWorker) turn(ctx context.Context, log *slog.Logger, job *river.Job
 			map[string]any{"reason": "tenant has no credits for a reply", "credits": st.Credits, "reply_price": price})
 	}
 
-	mem, source, err := w.memory.Recent(ctx, w.db, a.TenantID, a.ConversationID, st.SummaryThroughID)
-	if err != nil {
-		return "", err
-	}
+	mem, source := memRead.Turns(ctx, st.SummaryThroughID)
 	plan := agents.PlanMemory(memoryTurns(mem, a.MessageID, nil))
 	if len(plan.Pending) == 0 {
 		return w.skip(ctx, log, a, "turn.skipped", "nothing_to_answer",

@@ -69,42 +69,98 @@ func (m *Memory) key(tenantID string, conversationID int64) string {
 	return m.Prefix + "mem:v2:" + tenantID + ":" + strconv.FormatInt(conversationID, 10)
 }
 
-// Recent returns the conversation's last Window turns after afterID (the
-// summary's end), oldest first, and where they came from: "redis" (cache plus
-// the newer messages from Postgres), "postgres" (a miss, cache rebuilt),
-// "postgres (no redis)" or "postgres (redis unavailable)".
+// Recent returns the conversation's last Window turns after afterID,
+// oldest first, and where they came
+// from: "redis" (cache plus the newer messages from Postgres), "postgres"
+// (a miss, cache rebuilt), "postgres (no redis)" or "postgres (redis
+// unavailable)". It is a MemoryRead in one go.
 func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64) ([]MemoryTurn, string, error) {
-	if m.Redis == nil {
-		turns, err := recentTurns(ctx, db, tenantID, conversationID, afterID, m.Window, m.Settle)
-		return turns, "postgres (no redis)", err
+	r := m.StartRead(ctx, tenantID, conversationID, afterID)
+	b := &pgx.Batch{}
+	r.Queue(b)
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return nil, r.source(), err
 	}
-	key := m.key(tenantID, conversationID)
-	cached, hit, redisErr := m.get(ctx, key)
-	source := "postgres"
-	from := afterID
-	var turns []MemoryTurn
+	turns, source := r.Turns(ctx, afterID)
+	return turns, source, nil
+}
+
+// MemoryRead is one read of a conversation's recent turns in three steps,
+// so that its Postgres part can ride in a round trip the caller makes
+// anyway (the turn's first read: store.GetTurnInputs): StartRead asks
+// Redis, Queue adds the Postgres read to a batch, Turns puts the two
+// together and refreshes the cache.
+type MemoryRead struct {
+	m              *Memory
+	key            string
+	conversationID int64
+	tenantID       string
+	afterID        int64
+	cached         cachedTurns
+	hit            bool
+	redisErr       error
+	fresh          []MemoryTurn
+}
+
+// StartRead takes the cached turns of a conversation from Redis; the
+// Postgres part reads the turns after afterID the cache does not have. A
+// caller that learns the summary's end only from Queue's batch passes 0
+// and gives it to Turns: the last Window turns after it are the last Window
+// turns read, less those it covers.
+func (m *Memory) StartRead(ctx context.Context, tenantID string, conversationID, afterID int64) *MemoryRead {
+	r := &MemoryRead{m: m, tenantID: tenantID, conversationID: conversationID, afterID: afterID}
+	if m.Redis != nil {
+		r.key = m.key(tenantID, conversationID)
+		r.cached, r.hit, r.redisErr = m.get(ctx, r.key)
+	}
+	return r
+}
+
+// Queue adds the read of the messages the cache does not have to b.
+func (r *MemoryRead) Queue(b *pgx.Batch) {
+	from := r.afterID
+	if r.hit {
+		from = max(r.cached.Through, from)
+	}
+	queueRecentTurns(b, r.tenantID, r.conversationID, from, r.m.Window, r.m.Settle, &r.fresh)
+}
+
+// source says where the turns come from.
+func (r *MemoryRead) source() string {
 	switch {
-	case redisErr != nil:
-		source = "postgres (redis unavailable)"
-	case hit:
-		source = "redis"
-		for _, t := range cached.Turns {
+	case r.m.Redis == nil:
+		return "postgres (no redis)"
+	case r.redisErr != nil:
+		return "postgres (redis unavailable)"
+	case r.hit:
+		return "redis"
+	}
+	return "postgres"
+}
+
+// Turns is the read's result once Queue's batch has run: the last Window
+// turns after afterID, oldest first, and where they came from (as Recent).
+// It caches the settled turns when they reach past what is cached.
+func (r *MemoryRead) Turns(ctx context.Context, afterID int64) ([]MemoryTurn, string) {
+	m := r.m
+	var turns []MemoryTurn
+	if r.hit {
+		for _, t := range r.cached.Turns {
 			if t.ID > afterID {
 				t.Settled = true
 				turns = append(turns, t)
 			}
 		}
-		from = max(cached.Through, afterID)
 	}
-	fresh, err := recentTurns(ctx, db, tenantID, conversationID, from, m.Window, m.Settle)
-	if err != nil {
-		return nil, source, err
+	for _, t := range r.fresh {
+		if t.ID > afterID {
+			turns = append(turns, t)
+		}
 	}
-	turns = append(turns, fresh...)
 	if len(turns) > m.Window {
 		turns = turns[len(turns)-m.Window:]
 	}
-	if redisErr == nil {
+	if m.Redis != nil && r.redisErr == nil {
 		// Cache the settled prefix when it reaches past what is cached.
 		var settled []MemoryTurn
 		for _, t := range turns {
@@ -113,11 +169,11 @@ func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversat
 			}
 			settled = append(settled, t)
 		}
-		if n := len(settled); n > 0 && (!hit || settled[n-1].ID > cached.Through) {
-			m.set(ctx, key, cachedTurns{Through: settled[n-1].ID, Turns: settled})
+		if n := len(settled); n > 0 && (!r.hit || settled[n-1].ID > r.cached.Through) {
+			m.set(ctx, r.key, cachedTurns{Through: settled[n-1].ID, Turns: settled})
 		}
 	}
-	return turns, source, nil
+	return turns, r.source()
 }
 
 // MemoryPrefix is the key prefix of the memory every Conversa process
@@ -205,22 +261,21 @@ func (m *Memory) set(ctx context.Context, key string, c cachedTurns) {
 	_ = setScript.Run(ctx, m.Redis, []string{key}, b, m.TTL.Milliseconds(), erasedMarker).Err()
 }
 
-// recentTurns reads the last limit messages after afterID, oldest first.
-func recentTurns(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64, limit int, settle time.Duration) ([]MemoryTurn, error) {
-	rows, err := db.Query(ctx, `
+// queueRecentTurns queues the read of the last limit messages after
+// afterID, oldest first, into turns.
+func queueRecentTurns(b *pgx.Batch, tenantID string, conversationID, afterID int64, limit int, settle time.Duration, turns *[]MemoryTurn) {
+	b.Queue(`
 		SELECT id, author, body, during_handoff, media, transcript, settled FROM (
 			SELECT id, author, body, during_handoff, media, transcript,
 			       created_at < clock_timestamp() - make_interval(secs => $5) AS settled
 			FROM messages
 			WHERE conversation_id = $1 AND tenant_id = $2 AND id > $3
 			ORDER BY id DESC LIMIT $4
-		) r ORDER BY id`, conversationID, tenantID, afterID, limit, settle.Seconds())
-	if err != nil {
-		return nil, fmt.Errorf("recent turns: %w", err)
-	}
-	turns, err := pgx.CollectRows(rows, pgx.RowToStructByName[MemoryTurn])
-	if err != nil {
-		return nil, fmt.Errorf("recent turns: %w", err)
-	}
-	return turns, nil
+		) r ORDER BY id`, conversationID, tenantID, afterID, limit, settle.Seconds()).Query(func(rows pgx.Rows) error {
+		var err error
+		if *turns, err = pgx.CollectRows(rows, pgx.RowToStructByName[MemoryTurn]); err != nil {
+			return fmt.Errorf("recent turns: %w", err)
+		}
+		return nil
+	})
 }

@@ -55,8 +55,9 @@ var turnStateSelect = `
 	WHERE v.id = $1 AND v.tenant_id = $2`
 
 // GetTurnInputs reads a conversation's turn state and its tenant's agents
-// in one round trip.
-func GetTurnInputs(ctx context.Context, db DBTX, tenantID string, conversationID int64) (TurnState, []Agent, error) {
+// in one round trip, with what also queues (nil for nothing: the turn's
+// memory read, MemoryRead.Queue).
+func GetTurnInputs(ctx context.Context, db DBTX, tenantID string, conversationID int64, also func(*pgx.Batch)) (TurnState, []Agent, error) {
 	var st TurnState
 	var list []Agent
 	b := &pgx.Batch{}
@@ -70,6 +71,9 @@ func GetTurnInputs(ctx context.Context, db DBTX, tenantID string, conversationID
 		list, err = pgx.CollectRows(rows, pgx.RowToStructByName[Agent])
 		return err
 	})
+	if also != nil {
+		also(b)
+	}
 	if err := db.SendBatch(ctx, b).Close(); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return st, nil, err
@@ -321,13 +325,15 @@ func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start in
 		), l AS (
 			INSERT INTO credit_ledger (tenant_id, amount, reason, message_id)
 			SELECT $1, -$3::bigint, 'reply', $2 FROM d
+		), a AS (
+			SELECT `+balanceOf("$1")+` - $3 AS balance FROM d
 		), e AS (
 			INSERT INTO message_events (tenant_id, message_id, kind, detail)
 			SELECT $1, $6::bigint, 'turn.replied', jsonb_build_object(
-				'reply_message_id', $2::bigint, 'credits_debited', $3::int, 'credits_balance', `+balanceOf("$1")+` - $3)
-			FROM d WHERE $6::bigint <> 0
+				'reply_message_id', $2::bigint, 'credits_debited', $3::int, 'credits_balance', a.balance)
+			FROM a WHERE $6::bigint <> 0
 		)
-		SELECT `+balanceOf("$1")+` - $3 FROM d`,
+		SELECT balance FROM a`,
 		tenantID, messageID, amount, start, creditStripes, repliedTo).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(balance)
 		if errors.Is(err, pgx.ErrNoRows) {
