@@ -120,7 +120,14 @@ func Unclaim(ctx context.Context, db DBTX, tenantID string, messageID int64, kin
 // a message from "sent" back to "queued"). So a caller may pass a pool (the
 // sender does: two statements, the read not even a transaction) as well as
 // a transaction.
+//
+// The first try does without the read: it guesses the message is as the
+// sender left it (claimed, no SID), which it nearly always is, and the
+// UPDATE checks the guess; only a wrong guess reads.
 func MarkSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid string, status MessageStatus, how string) (bool, error) {
+	if wrote, err := writeSent(ctx, db, tenantID, messageID, sid, status, how, StatusClaimed, nil); err != nil || wrote {
+		return wrote, err
+	}
 	for try := 1; ; try++ {
 		ok, changed, err := markSent(ctx, db, tenantID, messageID, sid, status, how)
 		if !changed {
@@ -153,6 +160,16 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	if curSID == nil && taken {
 		return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 	}
+	wrote, err := writeSent(ctx, db, tenantID, messageID, sid, status, how, cur, curSID)
+	return wrote, !wrote && err == nil, err
+}
+
+// writeSent stores sid and the status a report of status moves a message
+// at cur (with curSID) to, and the send.accepted event when the SID is
+// new, if the message is still at cur with curSID and no other message has
+// the SID (checked in the statement: a unique violation would abort the
+// caller's transaction). It reports whether it wrote.
+func writeSent(ctx context.Context, db DBTX, tenantID string, messageID int64, sid string, status MessageStatus, how string, cur MessageStatus, curSID *string) (bool, error) {
 	// Twilio's answer moves the status on (a claim becomes Twilio's
 	// "queued", say); a failure comes only by callback (ApplyStatus). A
 	// message Twilio has is never claimed: a status Conversa does not track
@@ -168,12 +185,13 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 	// pool it cannot land in the trace after a callback that follows it.
 	event, err := json.Marshal(map[string]any{"message_sid": sid, "status": status, "how": how})
 	if err != nil {
-		return false, false, fmt.Errorf("mark sent: %w", err)
+		return false, fmt.Errorf("mark sent: %w", err)
 	}
 	tag, err := db.Exec(ctx, `
 		WITH m AS (
 			UPDATE messages SET twilio_sid = $3, status = $4, updated_at = now()
 			WHERE id = $1 AND tenant_id = $2 AND status = $5 AND twilio_sid IS NOT DISTINCT FROM $6
+			  AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.twilio_sid = $3 AND o.id <> $1)
 			RETURNING id
 		), e AS (
 			INSERT INTO message_events (tenant_id, message_id, kind, detail)
@@ -183,14 +201,11 @@ func markSent(ctx context.Context, db DBTX, tenantID string, messageID int64, si
 		messageID, tenantID, sid, next, cur, curSID, event)
 	if err != nil {
 		if isUniqueViolation(err) {
-			return false, false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
+			return false, fmt.Errorf("mark sent: SID on another message: %w", ErrDuplicate)
 		}
-		return false, false, fmt.Errorf("mark sent: %w", err)
+		return false, fmt.Errorf("mark sent: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return false, true, nil
-	}
-	return true, false, nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // FailUnsent fails a message Twilio has not got (pending or claimed) with

@@ -8,58 +8,75 @@ import (
 	"github.com/conversa/conversa/store"
 )
 
-// Channel cache: the inbound webhook needs the channel a number belongs to
-// and its account's auth token on every request. Looking both up (and
-// decrypting the token) each time cost a round trip per webhook outside the
-// group-committed transaction. Entries live channelTTL, so a number that is
-// removed or moved stops being served within that time; a signature or
-// account that does not match the cached entry is always checked again
-// against the database, so a rotated auth token takes effect at once.
+// Look-up caches: the inbound webhook needs the channel a number belongs to
+// and its account's auth token on every request, and a status callback the
+// message it is about with the same token. Looking them up (and decrypting
+// the token) each time cost a round trip per webhook outside the
+// group-committed transaction; a reply's three callbacks (queued, sent,
+// delivered) come within seconds. Entries live cacheTTL, so a number that
+// is removed or moved, or a message that is erased, stops being served
+// from the cache within that time; a signature or account that does not
+// match the cached entry is always checked again against the database, so
+// a rotated auth token takes effect at once.
 const (
-	channelTTL     = 10 * time.Second
-	maxCachedChans = 10_000
+	cacheTTL       = 10 * time.Second
+	maxCachedItems = 10_000
 )
 
+// cachedChannel is a channel with its account's opened auth token.
 type cachedChannel struct {
 	ch    store.Channel
 	token string
-	at    time.Time
 }
 
-type channelCache struct {
+// cachedTarget is a status callback's message with its account's opened
+// auth token.
+type cachedTarget struct {
+	target store.CallbackTarget
+	token  string
+}
+
+// ttlCache holds values for cacheTTL, at most maxCachedItems of them.
+type ttlCache[K comparable, V any] struct {
 	mu  sync.RWMutex
-	m   map[string]cachedChannel
+	m   map[K]ttlEntry[V]
 	now func() time.Time
 }
 
-func newChannelCache(now func() time.Time) *channelCache {
-	return &channelCache{m: map[string]cachedChannel{}, now: now}
+type ttlEntry[V any] struct {
+	v  V
+	at time.Time
 }
 
-// get returns a fresh entry for address.
-func (c *channelCache) get(address string) (cachedChannel, bool) {
+func newTTLCache[K comparable, V any](now func() time.Time) *ttlCache[K, V] {
+	return &ttlCache[K, V]{m: map[K]ttlEntry[V]{}, now: now}
+}
+
+// get returns a fresh entry for k.
+func (c *ttlCache[K, V]) get(k K) (V, bool) {
 	c.mu.RLock()
-	e, ok := c.m[address]
+	e, ok := c.m[k]
 	c.mu.RUnlock()
-	if !ok || c.now().Sub(e.at) >= channelTTL {
-		return cachedChannel{}, false
+	if !ok || c.now().Sub(e.at) >= cacheTTL {
+		var zero V
+		return zero, false
 	}
-	return e, true
+	return e.v, true
 }
 
-func (c *channelCache) put(address string, ch store.Channel, token string) {
+func (c *ttlCache[K, V]) put(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= maxCachedChans {
+	if len(c.m) >= maxCachedItems {
 		// Simple and bounded: start over rather than track recency.
 		clear(c.m)
 	}
-	c.m[address] = cachedChannel{ch: ch, token: token, at: c.now()}
+	c.m[k] = ttlEntry[V]{v: v, at: c.now()}
 }
 
-func (c *channelCache) forget(address string) {
+func (c *ttlCache[K, V]) forget(k K) {
 	c.mu.Lock()
-	delete(c.m, address)
+	delete(c.m, k)
 	c.mu.Unlock()
 }
 
@@ -73,6 +90,6 @@ func (s *Server) lookupChannel(ctx context.Context, address string) (store.Chann
 	if err != nil {
 		return ch, "", err
 	}
-	s.channels.put(address, ch, token)
+	s.channels.put(address, cachedChannel{ch: ch, token: token})
 	return ch, token, nil
 }

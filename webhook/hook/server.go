@@ -37,12 +37,14 @@ type Deps struct {
 }
 
 // Server holds the hooks' shared dependencies: the group committer and the
-// channel cache live as long as it does. Its handlers are Inbound and Status;
+// look-up caches live as long as it does. Its handlers are Inbound and Status;
 // webhook.NewHandler mounts them.
 type Server struct {
 	Deps
 	group    *committer
-	channels *channelCache
+	channels *ttlCache[string, cachedChannel]
+	// targets caches status callbacks' messages by id (?m=).
+	targets *ttlCache[int64, cachedTarget]
 }
 
 // New returns the Twilio hooks for d.
@@ -56,7 +58,8 @@ func New(d Deps) *Server {
 	d.PublicBaseURL = strings.TrimRight(d.PublicBaseURL, "/")
 	s := &Server{Deps: d}
 	s.group = &committer{s: s}
-	s.channels = newChannelCache(d.Now)
+	s.channels = newTTLCache[string, cachedChannel](d.Now)
+	s.targets = newTTLCache[int64, cachedTarget](d.Now)
 	return s
 }
 

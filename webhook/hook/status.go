@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,37 +66,21 @@ func (s *Server) Status(c *gin.Context) {
 			return
 		}
 	}
-	target, err := store.CallbackTargetByID(ctx, s.StatusDB, messageID, sid)
-	if errors.Is(err, store.ErrNotFound) {
-		// Without the message there is no account to check the signature with.
-		s.webhookError(c, "status", fmt.Errorf("%w: unknown message", errForbidden))
-		return
-	}
+	target, err := s.resolveTarget(ctx, c.Request, form, messageID, sid)
 	if err != nil {
 		s.webhookError(c, "status", err)
-		return
-	}
-	if a := form.Get("AccountSid"); a != "" && a != target.AccountSID {
-		s.webhookError(c, "status", fmt.Errorf("%w: account does not own the message", errForbidden))
-		return
-	}
-	if f := form.Get("From"); f != "" && f != target.ChannelAddress {
-		s.webhookError(c, "status", fmt.Errorf("%w: From is not the message's number", errForbidden))
-		return
-	}
-	token, err := s.Sealer.Open(target.AuthTokenSealed)
-	if err != nil {
-		s.webhookError(c, "status", fmt.Errorf("open auth token: %w", err))
-		return
-	}
-	if !signature.Valid(token, s.publicURL(c.Request), form, c.GetHeader("X-Twilio-Signature")) {
-		s.webhookError(c, "status", fmt.Errorf("%w: bad signature", errForbidden))
 		return
 	}
 
 	res, err := s.group.applyStatus(ctx, statusCallback{target: target, sid: sid, status: st, errorCode: errorCode})
 	if err != nil {
 		s.webhookError(c, "status", err)
+		return
+	}
+	if res.gone {
+		// Erased since the cached look-up: as if it had never been found.
+		s.targets.forget(target.MessageID)
+		s.webhookError(c, "status", fmt.Errorf("%w: unknown message", errForbidden))
 		return
 	}
 	log := s.Logger.With("tenant_id", target.TenantID, "message_id", target.MessageID, "message_sid", sid)
@@ -105,6 +90,56 @@ func (s *Server) Status(c *gin.Context) {
 		log.Info("status callback", "status", st, "applied", res.applied, "error_code", errorCode)
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// resolveTarget finds the message a status callback is about (by ?m=, or
+// with none by MessageSid) and checks the callback's account, number and
+// signature against it. A message recently resolved by id comes from the
+// cache; a callback that does not match the cached entry is checked again
+// against the database before it is refused.
+func (s *Server) resolveTarget(ctx context.Context, r *http.Request, form url.Values, messageID int64, sid string) (store.CallbackTarget, error) {
+	if messageID > 0 {
+		if e, ok := s.targets.get(messageID); ok {
+			if s.checkTarget(r, form, e.target, e.token) == nil {
+				return e.target, nil
+			}
+			s.targets.forget(messageID)
+		}
+	}
+	target, err := store.CallbackTargetByID(ctx, s.StatusDB, messageID, sid)
+	if errors.Is(err, store.ErrNotFound) {
+		// Without the message there is no account to check the signature with.
+		return target, fmt.Errorf("%w: unknown message", errForbidden)
+	}
+	if err != nil {
+		return target, err
+	}
+	token, err := s.Sealer.Open(target.AuthTokenSealed)
+	if err != nil {
+		return target, fmt.Errorf("open auth token: %w", err)
+	}
+	if err := s.checkTarget(r, form, target, token); err != nil {
+		return target, err
+	}
+	if messageID > 0 {
+		s.targets.put(messageID, cachedTarget{target: target, token: token})
+	}
+	return target, nil
+}
+
+// checkTarget checks that a callback's account and number are its
+// message's, and its signature by the account's token.
+func (s *Server) checkTarget(r *http.Request, form url.Values, target store.CallbackTarget, token string) error {
+	if a := form.Get("AccountSid"); a != "" && a != target.AccountSID {
+		return fmt.Errorf("%w: account does not own the message", errForbidden)
+	}
+	if f := form.Get("From"); f != "" && f != target.ChannelAddress {
+		return fmt.Errorf("%w: From is not the message's number", errForbidden)
+	}
+	if !signature.Valid(token, s.publicURL(r), form, r.Header.Get("X-Twilio-Signature")) {
+		return fmt.Errorf("%w: bad signature", errForbidden)
+	}
+	return nil
 }
 
 // statusCallback is a status callback that passed every check, ready for
@@ -120,6 +155,7 @@ type statusCallback struct {
 type statusResult struct {
 	applied   bool // the message's status moved
 	duplicate bool // the (MessageSid, MessageStatus) pair was already recorded
+	gone      bool // the message no longer exists (erased after its look-up)
 }
 
 // applyStatus commits one status callback, grouped with concurrent callbacks
@@ -241,12 +277,18 @@ func (s *Server) statusTx(ctx context.Context, cbs []statusCallback) ([]statusRe
 			continue
 		}
 		results[i].applied, err = store.ApplyStatus(ctx, tx, cbs[i].update())
+		if errors.Is(err, store.ErrNotFound) {
+			// Erased since its (cached) look-up: this callback alone is
+			// refused; the others of the batch go on.
+			results[i].gone = true
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 	}
 	for _, i := range sortedBy(cbs, func(a, b statusCallback) int { return cmp.Compare(a.target.ContactID, b.target.ContactID) }) {
-		if results[i].duplicate || !store.OptsOut(cbs[i].errorCode) {
+		if results[i].duplicate || results[i].gone || !store.OptsOut(cbs[i].errorCode) {
 			continue
 		}
 		if err := store.SetContactOptOut(ctx, tx, cbs[i].target.TenantID, cbs[i].target.ContactID, true); err != nil {

@@ -225,3 +225,26 @@ func TestStatusBatchesInOppositeOrdersBothCommit(t *testing.T) {
 		requireStatus(t, pool, b, store.StatusDelivered, 2)
 	}
 }
+
+// TestStatusBatchOutlivesAnErasedMessage: a callback about a message erased
+// after its (cached) look-up is refused alone; the callbacks it shares a
+// transaction with are applied.
+func TestStatusBatchOutlivesAnErasedMessage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, pool := statusEdge(t)
+	ten := testdb.NewTenant(t, pool, 5)
+	erased, kept := acceptedReply(t, pool, ten), acceptedReply(t, pool, ten)
+	_, err := pool.Exec(ctx, `DELETE FROM messages WHERE id = $1`, erased.MessageID)
+	require.NoError(t, err)
+	// delivered goes the quick way, failed the transaction's: both meet the
+	// erased message.
+	for _, status := range []string{"delivered", "failed"} {
+		results, err := s.commitStatuses(ctx, []statusCallback{callbackFor(erased, status), callbackFor(kept, status)})
+		require.NoError(t, err, status)
+		require.Equal(t, []statusResult{{gone: true}, {applied: status == "delivered"}}, results, status)
+	}
+	m, err := store.GetMessage(ctx, pool, ten.ID, kept.MessageID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusDelivered, m.Status, "a failure never overwrites delivered")
+}

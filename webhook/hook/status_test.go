@@ -257,3 +257,41 @@ func TestStatusIsAppliedWhileTheEdgePoolIsExhausted(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 	require.Equal(t, store.StatusDelivered, m.state(t).Status)
 }
+
+// TestStatusLookupCacheChecksAgain: a status callback's message is cached
+// after its first callback, and the cache never lets through what the
+// database would refuse: a bad signature is still refused, a rotated auth
+// token is accepted at once, and a message erased meanwhile is unknown.
+func TestStatusLookupCacheChecksAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t)
+	h := edge(t, 0)
+	m := newSentMessage(t, true)
+	require.Equal(t, http.StatusNoContent, edgetest.Post(t, h, m.path(), m.ten.AuthToken, m.form("sent")).Code)
+
+	before := m.state(t)
+	require.Equal(t, http.StatusForbidden, edgetest.Post(t, h, m.path(), "not-the-token", m.form("delivered")).Code)
+	f := m.form("delivered")
+	f.Set("From", testdb.PhoneNumber())
+	require.Equal(t, http.StatusForbidden, edgetest.Post(t, h, m.path(), m.ten.AuthToken, f).Code)
+	require.Equal(t, before, m.state(t))
+
+	rotated := "tok" + testdb.Unique() + testdb.Unique()
+	sealed, err := testdb.Sealer(t).Seal(rotated)
+	require.NoError(t, err)
+	_, err = store.AddAccount(ctx, pool, m.ten.ID, m.ten.AccountSID, sealed, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, edgetest.Post(t, h, m.path(), rotated, m.form("delivered")).Code)
+	require.Equal(t, store.StatusDelivered, m.state(t).Status)
+	require.Equal(t, http.StatusForbidden, edgetest.Post(t, h, m.path(), m.ten.AuthToken, m.form("read")).Code, "the old token, once the new one is known")
+
+	// Erased (its conversation deleted) while cached with the new token.
+	_, err = pool.Exec(ctx, `DELETE FROM messages WHERE id = $1`, m.id)
+	require.NoError(t, err)
+	rec := edgetest.Post(t, h, m.path(), rotated, m.form("read"))
+	require.Equal(t, http.StatusForbidden, rec.Code, rec.Body.String())
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM message_events WHERE message_id = $1`, m.id).Scan(&n))
+	require.Zero(t, n)
+}
