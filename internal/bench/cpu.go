@@ -65,11 +65,17 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
-	_, err = pb.sustained(ctx, warm)
-	warm.stop()
+	warmRun, err := pb.sustained(ctx, warm)
 	if err != nil {
+		warm.stop()
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	// Its status callbacks too, before its server stops.
+	if _, err := pb.waitDelivered(ctx, 0, warmRun.got); err != nil {
+		warm.stop()
+		return err
+	}
+	warm.stop()
 	if _, err := pb.pool.Exec(ctx, `ANALYZE`); err != nil {
 		return err
 	}
@@ -90,6 +96,10 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal')`); err != nil {
 		return err
 	}
+	warmDelivered, err := pb.waitDelivered(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
 	before := takeCPU(p.cmd.Process.Pid, postmaster)
 
 	run, err := pb.sustained(ctx, p)
@@ -98,14 +108,9 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	}
 	// The replies' status callbacks (sent, delivered) are part of each
 	// message's cost: wait for them to be applied.
-	delivered := 0
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if err := conn.QueryRow(ctx, `SELECT /* bench-probe */ count(*) FROM messages WHERE direction = 'outbound' AND status = 'delivered'`).Scan(&delivered); err != nil {
-			return err
-		}
-		if delivered >= run.got {
-			break
-		}
+	delivered, err := pb.waitDelivered(ctx, warmDelivered, run.got)
+	if err != nil {
+		return err
 	}
 	after := takeCPU(p.cmd.Process.Pid, postmaster)
 	// Backends report table and index counters when a transaction ends (at
@@ -146,6 +151,20 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	dbRows = append(dbRows, [2]string{"every statement of the run, by calls", "statements.tsv next to this report"})
 	r.add("7. CPU per replied message (figure 3's sustained run on a private Postgres cluster; /proc counters, pg_stat_statements)", append(rows, dbRows...))
 	return nil
+}
+
+// waitDelivered waits up to 15 s until more than since replies are
+// delivered, n more, and returns how many more there are (want 0: at once).
+func (b *bench) waitDelivered(ctx context.Context, since, n int) (int, error) {
+	var delivered int
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := b.pool.QueryRow(ctx, `SELECT /* bench-probe */ count(*) FROM messages WHERE direction = 'outbound' AND status = 'delivered'`).Scan(&delivered); err != nil {
+			return 0, err
+		}
+		if delivered-since >= n || time.Now().After(deadline) {
+			return delivered - since, nil
+		}
+	}
 }
 
 // dbFigures reads what the database did during the run, per replied
