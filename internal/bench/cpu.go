@@ -113,9 +113,11 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 		return err
 	}
 	after := takeCPU(p.cmd.Process.Pid, postmaster)
-	// Backends report table and index counters when a transaction ends (at
-	// most once a second), idle ones a second later: give them the time.
-	time.Sleep(2 * time.Second)
+	// Backends report table, index and commit counters when a transaction
+	// ends, at most once a second; what is still pending then, an idle
+	// backend reports 10 s later (Postgres 15's PGSTAT_IDLE_INTERVAL). With
+	// 2 s here a fast run lost an eighth of its row counts.
+	time.Sleep(11 * time.Second)
 
 	replies := float64(run.got)
 	if replies == 0 {
