@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/conversa/conversa/agents"
 	"github.com/conversa/conversa/jobs/jobargs"
@@ -28,9 +29,8 @@ const replyKind = "conversa.reply"
 // routing agent pick an agent, and runs it. Everything the turn decides is
 // committed in one transaction: the reply row (unique per turn, so a retried
 // or duplicated turn can never write a second reply), the debit, the summary,
-// a handoff, the trace events and the conversa.send job (River completes the
-// turn's job after it: queueReplySend). The LLM may be called again on a
-// retry; nothing is sent twice.
+// a handoff, the trace events, the conversa.send job and the job's own
+// completion. The LLM may be called again on a retry; nothing is sent twice.
 //
 // On a handoff the bot sends one short notice ("connecting you with a
 // person") as the turn's reply, so the customer does not meet silence; it
@@ -327,17 +327,17 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 	return JobCompleted, nil
 }
 
-// queueReplySend inserts the reply's conversa.send job in the turn's
-// transaction: every reply a turn writes (the bot's answer, a give-up
-// notice) goes out through its own send job. The send job is due at once:
-// its insert's NOTIFY wakes a send worker as the turn commits.
+// queueReplySend inserts the reply's conversa.send job and completes the
+// turn's job, in the turn's transaction: every reply a turn writes (the
+// bot's answer, a give-up notice) goes out through its own send job. The
+// send job is due at once: its insert's NOTIFY wakes a send worker as the
+// turn commits.
 //
-// The turn's own job is completed by River's batched completer once Work
-// returns, not in this transaction: JobCompleteTx cost the turn a round trip
-// and a planning of River's completion statement each (bench figure 7), and
-// the completer completes many jobs per statement. A turn whose process dies
-// between its commit and that completion runs again and finds its reply
-// written (a reply is unique per turn): turn.duplicate, nothing sent twice.
+// Left to River's batched completer, the turn's job would cost one round
+// trip less (bench figure 7), but a worker killed between the commit and
+// the completer's next flush would leave it running until the rescuer
+// takes it, up to the turn's timeout plus 30 s later (jobs.TurnTimeout),
+// to find its reply written. Here the job ends with the turn.
 func queueReplySend(ctx context.Context, tx pgx.Tx, job *river.Job[jobargs.ReplyArgs], replyID int64) error {
 	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
 	if err != nil {
@@ -345,6 +345,9 @@ func queueReplySend(ctx context.Context, tx pgx.Tx, job *river.Job[jobargs.Reply
 	}
 	if _, err := client.InsertTx(ctx, tx, jobargs.SendArgs{TenantID: job.Args.TenantID, MessageID: replyID}, nil); err != nil {
 		return fmt.Errorf("insert send job: %w", err)
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return fmt.Errorf("complete turn: %w", err)
 	}
 	return nil
 }

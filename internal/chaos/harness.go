@@ -265,6 +265,11 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 		"DEBOUNCE=" + h.cfg.Debounce.String(),
 		"RECONCILE_AFTER=" + max(h.cfg.ReconcileAfter, 2*time.Second).String(),
 		"LLM_PROVIDER=offline",
+		// The offline agent answers at once. A turn whose worker is killed
+		// mid-run waits for River's rescuer: up to the turn's timeout plus
+		// the rescuer's 30 s (jobs.TurnTimeout). With the default 60 s that
+		// is up to about 2 minutes, past Drain; with 5 s, under a minute.
+		"LLM_TIMEOUT=5s",
 		"ADMIN_TOKEN=" + h.admin,
 		"SECRET_KEY=" + randHex(32),
 		"LOG_FORMAT=json",
