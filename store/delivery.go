@@ -427,6 +427,18 @@ const (
 	ViaReconcile = "reconciled"
 )
 
+// event is the trace event of a status report, as ApplyStatus and
+// QuickApplyStatuses write it: its kind ("status." + how it came) and its
+// detail, to which they add the status found ("from") and whether the
+// report moved it ("applied").
+func (u StatusUpdate) event() (kind string, detail map[string]any) {
+	via := u.Via
+	if via == "" {
+		via = ViaCallback
+	}
+	return "status." + via, map[string]any{"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode}
+}
+
 // ApplyStatus applies a Twilio status to a message, monotonically: a late
 // "sent" never overwrites "delivered"; failed/undelivered/canceled are
 // terminal, record the error code, and refund the reserved credits. It stores
@@ -459,13 +471,8 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 		}
 	}
 	moves := Moves(cur, u.Status)
-	via := u.Via
-	if via == "" {
-		via = ViaCallback
-	}
-	event := map[string]any{
-		"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode, "from": cur, "applied": moves,
-	}
+	kind, event := u.event()
+	event["from"], event["applied"] = cur, moves
 	if moves && !u.Status.Failure() {
 		// The common case (sent, delivered, read): the move and its event
 		// in one statement.
@@ -478,13 +485,13 @@ func ApplyStatus(ctx context.Context, db DBTX, u StatusUpdate) (bool, error) {
 				UPDATE messages SET status = $3, updated_at = now() WHERE id = $1 AND tenant_id = $2
 			)
 			INSERT INTO message_events (tenant_id, message_id, kind, detail) VALUES ($2, $1, $4, $5)`,
-			u.MessageID, u.TenantID, u.Status, "status."+via, detail)
+			u.MessageID, u.TenantID, u.Status, kind, detail)
 		if err != nil {
 			return false, fmt.Errorf("apply status: %w", err)
 		}
 		return true, nil
 	}
-	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, "status."+via, event); err != nil {
+	if err := AddEvent(ctx, db, u.TenantID, u.MessageID, kind, event); err != nil {
 		return false, err
 	}
 	if !moves {
@@ -533,13 +540,10 @@ func QuickApplyStatuses(ctx context.Context, db DBTX, us []StatusUpdate) ([]Quic
 		if u.Status.Failure() || !u.Status.TwilioReports() {
 			continue
 		}
-		via := u.Via
-		if via == "" {
-			via = ViaCallback
-		}
-		// The event's detail as ApplyStatus writes it; the statement adds
-		// the status it found ("from") and whether the report moved it.
-		base, err := json.Marshal(map[string]any{"message_sid": u.MessageSID, "status": u.Status, "error_code": u.ErrorCode})
+		// The statement adds the status it found ("from") and whether the
+		// report moved it ("applied") to the event's detail.
+		kind, event := u.event()
+		base, err := json.Marshal(event)
 		if err != nil {
 			return nil, fmt.Errorf("quick apply status: %w", err)
 		}
@@ -547,7 +551,7 @@ func QuickApplyStatuses(ctx context.Context, db DBTX, us []StatusUpdate) ([]Quic
 		for _, st := range MovesFrom(u.Status) {
 			from = append(from, string(st))
 		}
-		b.Queue(quickApplyStatusSQL, u.MessageID, u.TenantID, u.MessageSID, string(u.Status), from, "status."+via, base).
+		b.Queue(quickApplyStatusSQL, u.MessageID, u.TenantID, u.MessageSID, string(u.Status), from, kind, base).
 			QueryRow(func(row pgx.Row) error {
 				var fresh bool
 				if err := row.Scan(&out[i].Done, &fresh, &out[i].Applied); err != nil {
@@ -574,22 +578,22 @@ func QuickApplyStatuses(ctx context.Context, db DBTX, us []StatusUpdate) ([]Quic
 // whether the status moved.
 const quickApplyStatusSQL = `
 		WITH cur AS (
-			SELECT status FROM messages WHERE id = $1 AND tenant_id = $2 AND twilio_sid = $3 FOR UPDATE
+			SELECT status, status = ANY ($5::text[]) AS moves FROM messages
+			WHERE id = $1 AND tenant_id = $2 AND twilio_sid = $3 FOR UPDATE
 		), rec AS (
 			INSERT INTO status_callbacks (message_sid, status) SELECT $3, $4 FROM cur
 			ON CONFLICT DO NOTHING
 			RETURNING 1
 		), m AS (
 			UPDATE messages SET status = $4, updated_at = now()
-			WHERE id = $1 AND tenant_id = $2 AND EXISTS (SELECT FROM rec)
-			  AND EXISTS (SELECT FROM cur WHERE cur.status = ANY ($5::text[]))
+			WHERE id = $1 AND tenant_id = $2 AND EXISTS (SELECT FROM rec) AND EXISTS (SELECT FROM cur WHERE moves)
 		), e AS (
 			INSERT INTO message_events (tenant_id, message_id, kind, detail)
-			SELECT $2, $1, $6, $7::jsonb || jsonb_build_object('from', cur.status, 'applied', cur.status = ANY ($5::text[]))
+			SELECT $2, $1, $6, $7::jsonb || jsonb_build_object('from', cur.status, 'applied', cur.moves)
 			FROM cur WHERE EXISTS (SELECT FROM rec)
 		)
 		SELECT EXISTS (SELECT FROM cur), EXISTS (SELECT FROM rec),
-		       EXISTS (SELECT FROM rec) AND EXISTS (SELECT FROM cur WHERE cur.status = ANY ($5::text[]))`
+		       EXISTS (SELECT FROM rec) AND EXISTS (SELECT FROM cur WHERE moves)`
 
 // Default send rates per sender number (docs/delivery.md, "Send"): a US
 // long code sends one segment a second; WhatsApp 80 messages a second.

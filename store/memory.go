@@ -70,10 +70,10 @@ func (m *Memory) key(tenantID string, conversationID int64) string {
 }
 
 // Recent returns the conversation's last Window turns after afterID,
-// oldest first, and where they came
-// from: "redis" (cache plus the newer messages from Postgres), "postgres"
-// (a miss, cache rebuilt), "postgres (no redis)" or "postgres (redis
-// unavailable)". It is a MemoryRead in one go.
+// oldest first, and where they came from: "redis" (cache plus the newer
+// messages from Postgres), "postgres" (a miss, cache rebuilt), "postgres
+// (no redis)" or "postgres (redis unavailable)". It is a MemoryRead in one
+// go.
 func (m *Memory) Recent(ctx context.Context, db DBTX, tenantID string, conversationID, afterID int64) ([]MemoryTurn, string, error) {
 	r := m.StartRead(ctx, tenantID, conversationID, afterID)
 	b := &pgx.Batch{}

@@ -283,9 +283,15 @@ func debit(ctx context.Context, db DBTX, tenantID string, messageID int64, amoun
 func queueRepliedEvent(b *pgx.Batch, tenantID string, inboundID, replyID int64, amount int) {
 	b.Queue(`
 		INSERT INTO message_events (tenant_id, message_id, kind, detail)
-		SELECT $1, $2, 'turn.replied', jsonb_build_object(
-			'reply_message_id', $3::bigint, 'credits_debited', $4::int, 'credits_balance', `+balanceOf("$1")+`)`,
+		SELECT $1, $2, 'turn.replied', `+repliedDetail("$3", "$4", balanceOf("$1")),
 		tenantID, inboundID, replyID, amount)
+}
+
+// repliedDetail is the SQL of the turn.replied event's detail: the reply,
+// the credits debited and the balance after the debit.
+func repliedDetail(replyID, debited, balance string) string {
+	return `jsonb_build_object('reply_message_id', ` + replyID + `::bigint, 'credits_debited', ` + debited +
+		`::int, 'credits_balance', ` + balance + `)`
 }
 
 // setSummarySQL advances a conversation's running summary to cover the turns
@@ -329,8 +335,7 @@ func queueDebit(b *pgx.Batch, tenantID string, messageID int64, amount, start in
 			SELECT `+balanceOf("$1")+` - $3 AS balance FROM d
 		), e AS (
 			INSERT INTO message_events (tenant_id, message_id, kind, detail)
-			SELECT $1, $6::bigint, 'turn.replied', jsonb_build_object(
-				'reply_message_id', $2::bigint, 'credits_debited', $3::int, 'credits_balance', a.balance)
+			SELECT $1, $6::bigint, 'turn.replied', `+repliedDetail("$2", "$3", "a.balance")+`
 			FROM a WHERE $6::bigint <> 0
 		)
 		SELECT balance FROM a`,
