@@ -30,3 +30,6 @@ func (w *RetentionWorker) SetBatch(n int) { w.batch = n }
 
 // SetCheckEvery sets how long conversa.broadcast snoozes between checks.
 func (w *BroadcastWorker) SetCheckEvery(d time.Duration) { w.every = d }
+
+// BeginTurn is beginTurn, for its test.
+func BeginTurn(ctx context.Context, db DB) (pgx.Tx, error) { return beginTurn(ctx, db) }

@@ -32,9 +32,9 @@ func (w *ReplyWorker) handOver(ctx context.Context, log *slog.Logger, job *river
 	if callErr != nil {
 		detail["error"] = agents.ErrorClass(callErr)
 	}
-	tx, err := w.db.Begin(ctx)
+	tx, err := beginTurn(ctx, w.db)
 	if err != nil {
-		return "", fmt.Errorf("begin give-up: %w", err)
+		return "", err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 

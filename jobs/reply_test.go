@@ -405,3 +405,41 @@ func TestReplyLLMFailureIsRetriedAndExplained(t *testing.T) {
 	require.Equal(t, "timeout", ev["turn.gave_up"]["error"])
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM conversations WHERE id = $1 AND status = 'human'`, in.ConversationID))
 }
+
+// The turn's transaction runs on generic plans (River's completion
+// statement is planned again on every call otherwise), and only it: the
+// connection is back to Postgres's default after it, whether the turn
+// began on a connection or, in tests, inside a transaction.
+func TestTurnTransactionRunsOnGenericPlansAlone(t *testing.T) {
+	ctx := context.Background()
+	conn, err := testdb.Pool(t).Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	mode := func(db store.DBTX) string {
+		var m string
+		require.NoError(t, db.QueryRow(ctx, `SELECT current_setting('plan_cache_mode')`).Scan(&m))
+		return m
+	}
+	require.Equal(t, "auto", mode(conn))
+	for _, committed := range []bool{true, false} {
+		tx, err := jobs.BeginTurn(ctx, conn.Conn())
+		require.NoError(t, err)
+		require.Equal(t, "force_generic_plan", mode(tx))
+		if committed {
+			require.NoError(t, tx.Commit(ctx))
+		} else {
+			require.NoError(t, tx.Rollback(ctx))
+		}
+		require.Equal(t, "auto", mode(conn), "committed %v", committed)
+	}
+
+	outer, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer outer.Rollback(ctx) //nolint:errcheck // test cleanup
+	tx, err := jobs.BeginTurn(ctx, outer)
+	require.NoError(t, err)
+	require.Equal(t, "force_generic_plan", mode(tx))
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, outer.Rollback(ctx))
+	require.Equal(t, "auto", mode(conn))
+}
