@@ -338,23 +338,20 @@ func (w *ReplyWorker) commit(ctx context.Context, log *slog.Logger, job *river.J
 // connection runs on it.
 func beginTurn(ctx context.Context, db DB) (pgx.Tx, error) {
 	const genericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
+	var tx pgx.Tx
+	var err error
 	if pool, ok := db.(interface {
 		BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error)
 	}); ok {
-		tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; " + genericPlans})
-		if err != nil {
-			return nil, fmt.Errorf("begin turn: %w", err)
+		tx, err = pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; " + genericPlans})
+	} else if tx, err = db.Begin(ctx); err == nil {
+		// A transaction as db (the worker's tests): a savepoint in it, and
+		// the setting for the rest of the enclosing transaction.
+		if _, err = tx.Exec(ctx, genericPlans); err != nil {
+			_ = tx.Rollback(ctx)
 		}
-		return tx, nil
 	}
-	// A transaction as db (the worker's tests): a savepoint in it, and the
-	// setting for the rest of the enclosing transaction.
-	tx, err := db.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin turn: %w", err)
-	}
-	if _, err := tx.Exec(ctx, genericPlans); err != nil {
-		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("begin turn: %w", err)
 	}
 	return tx, nil
