@@ -131,6 +131,9 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	rows = append(rows,
 		[2]string{"status callbacks applied (replies delivered)", fmt.Sprintf("%d of %d", delivered, run.got)},
 		[2]string{"CPU per replied message: Postgres (every process of the private cluster; goal ≤ 2 ms)", per(d.postgres)},
+		[2]string{"Postgres's CPU by process: client backends / background (WAL writer, checkpointer, ...) / exited (autovacuum workers, closed connections)",
+			per(d.pgBackends) + " / " + per(d.pgBackground) + " / " + per(d.pgExited)},
+		[2]string{"Postgres's CPU in the kernel (system time: socket I/O per round trip, WAL writes)", per(d.pgSystem)},
 		[2]string{"CPU per replied message: conversa run (goal ≤ 1.5 ms)", per(d.conversa)},
 		[2]string{"CPU per replied message: the rest (load generator and fake Twilio in the bench process)", per(d.bench)},
 		[2]string{"CPU per replied message: Redis (the machine's, shared with anything else using it)", per(d.redis)},
@@ -323,13 +326,22 @@ func shortQuery(q string) string {
 type cpuSample struct {
 	at                                        time.Time
 	conversa, postgres, bench, redis, machine int64
+	// Postgres's time split two ways: by process (client backends alive at
+	// the sample; background processes alive at it, such as the WAL writer
+	// and the checkpointer; the exited, through the postmaster's
+	// cutime/cstime: autovacuum workers and closed connections), and its
+	// kernel (system) time, which is mostly socket I/O per round trip and
+	// WAL writes.
+	pgBackends, pgBackground, pgExited, pgSystem int64
 	// steal is time the hypervisor gave the machine's CPUs to others.
 	steal int64
 }
 
 func (s cpuSample) minus(o cpuSample) cpuSample {
 	return cpuSample{at: s.at, conversa: s.conversa - o.conversa, postgres: s.postgres - o.postgres,
-		bench: s.bench - o.bench, redis: s.redis - o.redis, machine: s.machine - o.machine, steal: s.steal - o.steal}
+		bench: s.bench - o.bench, redis: s.redis - o.redis, machine: s.machine - o.machine, steal: s.steal - o.steal,
+		pgBackends: s.pgBackends - o.pgBackends, pgBackground: s.pgBackground - o.pgBackground,
+		pgExited: s.pgExited - o.pgExited, pgSystem: s.pgSystem - o.pgSystem}
 }
 
 // takeCPU reads the CPU time of conversa (pid), of the Postgres cluster
@@ -338,7 +350,12 @@ func (s cpuSample) minus(o cpuSample) cpuSample {
 // redis-server, and of the whole machine.
 func takeCPU(conversa, postmaster int) cpuSample {
 	s := cpuSample{at: time.Now(), conversa: procCPU(conversa, false), bench: procCPU(os.Getpid(), false)}
-	s.postgres = procCPU(postmaster, true)
+	if pm, ok := procStat(postmaster); ok {
+		s.postgres = pm.utime + pm.stime + pm.cutime + pm.cstime
+		s.pgBackground = pm.utime + pm.stime
+		s.pgExited = pm.cutime + pm.cstime
+		s.pgSystem = pm.stime + pm.cstime
+	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -350,7 +367,14 @@ func takeCPU(conversa, postmaster int) cpuSample {
 			continue
 		}
 		if stat.ppid == postmaster {
-			s.postgres += stat.utime + stat.stime
+			t := stat.utime + stat.stime
+			s.postgres += t
+			s.pgSystem += stat.stime
+			if isClientBackend(pid) {
+				s.pgBackends += t
+			} else {
+				s.pgBackground += t
+			}
 		}
 		if stat.comm == "redis-server" {
 			s.redis += stat.utime + stat.stime
@@ -374,6 +398,18 @@ func takeCPU(conversa, postmaster int) cpuSample {
 		}
 	}
 	return s
+}
+
+// isClientBackend tells a Postgres client backend from a background
+// process by its title: "postgres: user database host(port) state" (or
+// "[local]" for a socket) against "postgres: walwriter" and the like.
+func isClientBackend(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	title := string(b)
+	return strings.Contains(title, "(") || strings.Contains(title, "[local]")
 }
 
 type procStatFields struct {
