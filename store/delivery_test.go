@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conversa/conversa/internal/testdb"
@@ -69,10 +70,35 @@ func TestMessageStateMachine(t *testing.T) {
 		}
 		require.NoError(t, set(st, withSID), st)
 	}
-	require.Error(t, set("canceled", &sid), "stored as failed, never as canceled")
-	require.Error(t, set("bogus", nil))
-	require.Error(t, set("received", nil), "received is inbound only")
-	require.Error(t, set(store.StatusClaimed, &sid), "a claimed message has no SID")
+	// The database's rule (migration 0018): each break is a check
+	// violation that says which part of the rule it broke.
+	refused := func(err error, says string) {
+		t.Helper()
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "23514", pgErr.Code, pgErr.Message) // check_violation
+		require.Contains(t, pgErr.Message, says)
+	}
+	refused(set("canceled", &sid), "not a stored status") // stored as failed, never as canceled
+	refused(set("bogus", nil), "not a stored status")
+	refused(set("received", nil), "an outbound message cannot be received")
+	refused(set(store.StatusClaimed, &sid), "a claimed message has no Twilio SID")
+	write := func(query string, args ...any) error {
+		_, err := tx.Exec(ctx, `SAVEPOINT s`)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, query, args...)
+		_, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT s`)
+		require.NoError(t, rerr)
+		return err
+	}
+	require.NoError(t, write(`UPDATE messages SET status = 'received' WHERE id = $1`, in.MessageID))
+	refused(write(`UPDATE messages SET status = 'pending' WHERE id = $1`, in.MessageID), "an inbound message cannot be pending")
+	refused(write(`UPDATE messages SET author = 'robot' WHERE id = $1`, id), "author robot")
+	refused(write(`UPDATE messages SET direction = 'sideways' WHERE id = $1`, id), "direction sideways")
+	refused(write(`INSERT INTO messages (tenant_id, conversation_id, direction, author, status) VALUES ($1, $2, 'inbound', 'contact', 'sent')`,
+		ten.ID, in.ConversationID), "an inbound message cannot be sent")
+	require.NoError(t, write(`INSERT INTO messages (tenant_id, conversation_id, direction, author, status) VALUES ($1, $2, 'outbound', 'human', 'pending')`,
+		ten.ID, in.ConversationID))
 }
 
 func TestMarkFailedRefundsOnce(t *testing.T) {
