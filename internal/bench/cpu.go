@@ -93,32 +93,43 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	// Two measured runs on one conversa process. The first is a new
-	// process's: every pool connection is a new backend, which fills its
-	// catalog caches and plans each statement afresh (Postgres plans a
-	// prepared statement five times before it settles on a generic plan),
-	// once per connection. The second runs on those connections again: what
-	// a deployment that has run for a while spends per message, the figure
-	// the goals are for. The statement table is the second run's.
-	cold, _, err := pb.cpuRun(ctx, conn, p, postmaster)
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal')`); err != nil {
+		return err
+	}
+	warmDelivered, err := pb.waitDelivered(ctx, 0, 0)
 	if err != nil {
 		return err
 	}
-	steady, run, err := pb.cpuRun(ctx, conn, p, postmaster)
+	before := takeCPU(p.cmd.Process.Pid, postmaster)
+
+	run, err := pb.sustained(ctx, p)
 	if err != nil {
 		return err
 	}
+	// The replies' status callbacks (sent, delivered) are part of each
+	// message's cost: wait for them to be applied.
+	delivered, err := pb.waitDelivered(ctx, warmDelivered, run.got)
+	if err != nil {
+		return err
+	}
+	after := takeCPU(p.cmd.Process.Pid, postmaster)
+	// Backends report table, index and commit counters when a transaction
+	// ends, at most once a second; what is still pending then, an idle
+	// backend reports 10 s later (Postgres 15's PGSTAT_IDLE_INTERVAL). With
+	// 2 s here a fast run lost an eighth of its row counts.
+	time.Sleep(11 * time.Second)
+
 	replies := float64(run.got)
+	if replies == 0 {
+		return fmt.Errorf("no replies")
+	}
 	per := func(ticks int64) string {
 		return fmt.Sprintf("%.2f ms", float64(ticks)*1000/clockTicks/replies)
 	}
-	coldPer := func(ticks int64) string {
-		return fmt.Sprintf("%.2f ms", float64(ticks)*1000/clockTicks/float64(cold.replies))
-	}
-	d := steady.cpu
+	d := after.minus(before)
 	rows := run.rows()
 	rows = append(rows,
-		[2]string{"status callbacks applied (replies delivered)", fmt.Sprintf("%d of %d", steady.delivered, run.got)},
+		[2]string{"status callbacks applied (replies delivered)", fmt.Sprintf("%d of %d", delivered, run.got)},
 		[2]string{"CPU per replied message: Postgres (every process of the private cluster; goal ≤ 2 ms)", per(d.postgres)},
 		[2]string{"Postgres's CPU by process: client backends / background (WAL writer, checkpointer, ...) / exited (autovacuum workers, closed connections)",
 			per(d.pgBackends) + " / " + per(d.pgBackground) + " / " + per(d.pgExited)},
@@ -127,10 +138,8 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 		[2]string{"CPU per replied message: the rest (load generator and fake Twilio in the bench process)", per(d.bench)},
 		[2]string{"CPU per replied message: Redis (the machine's, shared with anything else using it)", per(d.redis)},
 		[2]string{"CPU per replied message: whole machine (all processes, other work included)", per(d.machine)},
-		[2]string{"window measured", fmt.Sprintf("%.2f s wall, %.2f s CPU on the machine (%d CPUs)", d.at.Sub(steady.start).Seconds(), float64(d.machine)/clockTicks, runtime.NumCPU())},
+		[2]string{"window measured", fmt.Sprintf("%.2f s wall, %.2f s CPU on the machine (%d CPUs)", after.at.Sub(before.at).Seconds(), float64(d.machine)/clockTicks, runtime.NumCPU())},
 		[2]string{"CPU time stolen by the hypervisor in the window (other guests' load: when high, every figure above is slower)", fmt.Sprintf("%.2f s", float64(d.steal)/clockTicks)},
-		[2]string{"the same run on a new conversa process before it (new connections: catalog caches and first plans): Postgres / conversa per replied message, throughput",
-			fmt.Sprintf("%s / %s, %.0f messages/s", coldPer(cold.cpu.postgres), coldPer(cold.cpu.conversa), cold.rate)},
 	)
 	dbRows, err := dbFigures(ctx, conn, replies)
 	if err != nil {
@@ -147,49 +156,6 @@ func (b *bench) cpuFigure(ctx context.Context, r *report) error {
 	dbRows = append(dbRows, [2]string{"every statement of the run, by calls", "statements.tsv next to this report"})
 	r.add("7. CPU per replied message (figure 3's sustained run on a private Postgres cluster; /proc counters, pg_stat_statements)", append(rows, dbRows...))
 	return nil
-}
-
-// cpuMeasure is what one measured run of figure 7 spent.
-type cpuMeasure struct {
-	cpu       cpuSample // after minus before; cpu.at is when it ended
-	start     time.Time
-	replies   int
-	delivered int
-	rate      float64
-}
-
-// cpuRun resets the statistics, runs the sustained load on p with the CPU
-// counters read around it (status callbacks included), and waits until the
-// backends have reported their counters.
-func (b *bench) cpuRun(ctx context.Context, conn *pgx.Conn, p *pipeline, postmaster int) (cpuMeasure, sustainedRun, error) {
-	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal')`); err != nil {
-		return cpuMeasure{}, sustainedRun{}, err
-	}
-	since, err := b.waitDelivered(ctx, 0, 0)
-	if err != nil {
-		return cpuMeasure{}, sustainedRun{}, err
-	}
-	before := takeCPU(p.cmd.Process.Pid, postmaster)
-	run, err := b.sustained(ctx, p)
-	if err != nil {
-		return cpuMeasure{}, run, err
-	}
-	if run.got == 0 {
-		return cpuMeasure{}, run, fmt.Errorf("no replies")
-	}
-	// The replies' status callbacks are part of each message's cost: wait
-	// for them to be applied.
-	delivered, err := b.waitDelivered(ctx, since, run.got)
-	if err != nil {
-		return cpuMeasure{}, run, err
-	}
-	after := takeCPU(p.cmd.Process.Pid, postmaster)
-	// Backends report table, index and commit counters when a transaction
-	// ends, at most once a second; what is still pending then, an idle
-	// backend reports 10 s later (Postgres 15's PGSTAT_IDLE_INTERVAL). With
-	// 2 s here a fast run lost an eighth of its row counts.
-	time.Sleep(11 * time.Second)
-	return cpuMeasure{cpu: after.minus(before), start: before.at, replies: run.got, delivered: delivered, rate: run.rate()}, run, nil
 }
 
 // waitDelivered waits up to 15 s until more than since replies are
