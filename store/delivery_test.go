@@ -51,13 +51,17 @@ func TestMessageStateMachine(t *testing.T) {
 	require.NoError(t, err)
 	id, err := store.InsertOutbound(ctx, tx, store.Outbound{TenantID: ten.ID, ConversationID: in.ConversationID, Author: store.AuthorBot, Body: "x"})
 	require.NoError(t, err)
-	set := func(status store.MessageStatus, sid *string) error {
+	// write runs one statement and rolls it back, returning its error.
+	write := func(query string, args ...any) error {
 		_, err := tx.Exec(ctx, `SAVEPOINT s`)
 		require.NoError(t, err)
-		_, err = tx.Exec(ctx, `UPDATE messages SET status = $2, twilio_sid = $3 WHERE id = $1`, id, status, sid)
+		_, err = tx.Exec(ctx, query, args...)
 		_, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT s`)
 		require.NoError(t, rerr)
 		return err
+	}
+	set := func(status store.MessageStatus, sid *string) error {
+		return write(`UPDATE messages SET status = $2, twilio_sid = $3 WHERE id = $1`, id, status, sid)
 	}
 	sid := "SM" + testdb.Unique()
 	for _, st := range all {
@@ -83,14 +87,6 @@ func TestMessageStateMachine(t *testing.T) {
 	refused(set("bogus", nil), "not a stored status")
 	refused(set("received", nil), "an outbound message cannot be received")
 	refused(set(store.StatusClaimed, &sid), "a claimed message has no Twilio SID")
-	write := func(query string, args ...any) error {
-		_, err := tx.Exec(ctx, `SAVEPOINT s`)
-		require.NoError(t, err)
-		_, err = tx.Exec(ctx, query, args...)
-		_, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT s`)
-		require.NoError(t, rerr)
-		return err
-	}
 	require.NoError(t, write(`UPDATE messages SET status = 'received' WHERE id = $1`, in.MessageID))
 	refused(write(`UPDATE messages SET status = 'pending' WHERE id = $1`, in.MessageID), "an inbound message cannot be pending")
 	refused(write(`UPDATE messages SET author = 'robot' WHERE id = $1`, id), "author robot")
