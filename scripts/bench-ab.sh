@@ -29,8 +29,18 @@ for c in "$a" "$b"; do
 	(cd "$work/$c" && go build -o "$work/bench-$c" ./internal/bench)
 done
 # figure ANCHOR LOG: the number that follows ANCHOR (the end of a report
-# row's name) in the bench's output.
-figure() { grep -oE "$1 +[0-9.]+" "$2" | head -1 | grep -oE '[0-9.]+$'; }
+# row's name, as internal/bench/cpu.go prints it) in the bench's output. A
+# row that is not there (a failed run, a renamed row) stops the script with
+# the log's name rather than leaving an empty column.
+figure() {
+	local v
+	v="$(grep -oE "$1 +[0-9.]+" "$2" | head -1 | grep -oE '[0-9.]+$')" || true
+	if [[ -z "$v" ]]; then
+		echo "bench-ab: no figure after \"$1\" in $2" >&2
+		exit 1
+	fi
+	echo "$v"
+}
 summary="$work/summary.tsv"
 printf 'commit\trun\tpostgres_ms\tconversa_ms\tmsg_per_s\tstatements\tcommits\tstolen_s\n' >"$summary"
 for i in $(seq 1 "$runs"); do
@@ -38,14 +48,16 @@ for i in $(seq 1 "$runs"); do
 		log="$work/$c-$i.log"
 		echo "bench-ab: $c, run $i of $runs ..." >&2
 		# shellcheck disable=SC2086 # BENCH_AB_FLAGS is a list of flags
-		(cd "$work/$c" && "$work/bench-$c" -only 7 -out "$work/$c-$i" ${BENCH_AB_FLAGS:-} >"$log" 2>&1)
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$i" \
-			"$(figure 'Postgres \(every process of the private cluster; goal ≤ 2 ms\)' "$log")" \
-			"$(figure 'conversa run \(goal ≤ 1.5 ms\)' "$log")" \
-			"$(figure 'fully replied throughput \(goal ≥ 600/s\)' "$log")" \
-			"$(figure 'lock waits included\)' "$log")" \
-			"$(figure 'commits / rollbacks per replied message' "$log")" \
-			"$(figure 'every figure above is slower\)' "$log")" >>"$summary"
+		(cd "$work/$c" && "$work/bench-$c" -only 7 -out "$work/$c-$i" ${BENCH_AB_FLAGS:-} >"$log" 2>&1) ||
+			{ echo "bench-ab: the run failed, see $log" >&2; exit 1; }
+		# One assignment each, so that set -e stops at a missing figure.
+		pg="$(figure 'Postgres \(every process of the private cluster; goal ≤ 2 ms\)' "$log")"
+		cv="$(figure 'conversa run \(goal ≤ 1.5 ms\)' "$log")"
+		tp="$(figure 'fully replied throughput \(goal ≥ 600/s\)' "$log")"
+		st="$(figure 'lock waits included\)' "$log")"
+		cm="$(figure 'commits / rollbacks per replied message' "$log")"
+		sl="$(figure 'every figure above is slower\)' "$log")"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$i" "$pg" "$cv" "$tp" "$st" "$cm" "$sl" >>"$summary"
 	done
 done
 column -t -s $'\t' "$summary"
