@@ -349,7 +349,7 @@ func (s cpuSample) minus(o cpuSample) cpuSample {
 // cutime/cstime every backend that has exited), of this process, of
 // redis-server, and of the whole machine.
 func takeCPU(conversa, postmaster int) cpuSample {
-	s := cpuSample{at: time.Now(), conversa: procCPU(conversa, false), bench: procCPU(os.Getpid(), false)}
+	s := cpuSample{at: time.Now(), conversa: procCPU(conversa), bench: procCPU(os.Getpid())}
 	if pm, ok := procStat(postmaster); ok {
 		s.postgres = pm.utime + pm.stime + pm.cutime + pm.cstime
 		s.pgBackground = pm.utime + pm.stime
@@ -438,18 +438,13 @@ func procStat(pid int) (procStatFields, bool) {
 		utime: num(14), stime: num(15), cutime: num(16), cstime: num(17)}, true
 }
 
-// procCPU is pid's user and system time, with its waited-for children's
-// when children is set.
-func procCPU(pid int, children bool) int64 {
+// procCPU is pid's user and system time.
+func procCPU(pid int) int64 {
 	s, ok := procStat(pid)
 	if !ok {
 		return 0
 	}
-	t := s.utime + s.stime
-	if children {
-		t += s.cutime + s.cstime
-	}
-	return t
+	return s.utime + s.stime
 }
 
 // loadAvg is the machine's 1, 5 and 15 minute load average.
